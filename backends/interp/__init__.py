@@ -1,0 +1,5 @@
+"""The NumPy interpreter backend: the executable specification of the tile IR."""
+
+from bittile.backends.interp.interpreter import EVALUATORS, run, run_bound
+
+__all__ = ["run", "run_bound", "EVALUATORS"]

@@ -1,0 +1,1 @@
+"""Placeholder package; see issues for the work that fills it."""

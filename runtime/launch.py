@@ -1,0 +1,253 @@
+"""Binding launch arguments to a kernel's parameters, shared by every backend.
+
+Arguments are matched to parameters by position and then by name. Tensor arguments may be
+numpy arrays (of the numpy type with the same memory form as the parameter's dtype), torch CPU
+tensors, or :class:`PackedTensor` (any dtype). Sizes are solved from the tensors' shapes and
+every shape expression is checked; nothing is read or written outside a tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bittile.errors import LaunchError
+from bittile.ir.bitstream import pack_codes, unpack_codes
+from bittile.ir.core import Kernel, Param
+from bittile.ir.dtypes import DType
+from bittile.ir.symbolic import Sym
+from bittile.ir.types import ScalarType, TensorType
+from bittile.runtime.packed import PackedTensor
+
+__all__ = ["TensorArg", "BoundArgs", "bind_arguments"]
+
+
+@dataclass
+class TensorArg:
+    """A tensor argument as flat codes, with a way to write changed codes back."""
+
+    param: Param
+    shape: tuple[int, ...]
+    codes: np.ndarray  # flat uint64 bit patterns, one per element
+    _write_back: Any = field(repr=False, default=None)
+
+    @property
+    def dtype(self) -> DType:
+        return self.param.type.dtype
+
+    def write_back(self, codes: np.ndarray) -> None:
+        self._write_back(codes)
+
+
+@dataclass
+class BoundArgs:
+    tensors: dict[str, TensorArg]
+    scalars: dict[str, Any]  # name -> Python int or float (exactly representable)
+    sizes: dict[str, int]
+    grid: tuple[int, ...]
+
+
+def _arg_description(arg) -> str:
+    shape = getattr(arg, "shape", None)
+    dtype = getattr(arg, "dtype", None)
+    if shape is not None:
+        return f"{type(arg).__name__} of {dtype} with shape {list(shape)}"
+    return f"{type(arg).__name__} {arg!r}"
+
+
+def _tensor_from_numpy(param: Param, array: np.ndarray) -> TensorArg:
+    dtype: DType = param.type.dtype
+    expected = dtype.numpy_dtype()
+    if array.dtype.name == "bfloat16" and dtype.name == "bf16":
+        word = np.uint16
+    elif expected is not None and array.dtype == expected:
+        word = {8: np.uint8, 16: np.uint16, 32: np.uint32}[dtype.bits]
+    else:
+        hint = (f"pass a numpy array of {expected}" if expected is not None
+                else f"{dtype} has no numpy type: pass bittile.pack(values, bittile.{dtype})")
+        raise LaunchError(
+            f"argument {param.name!r} must hold {dtype}, got a numpy array of {array.dtype}",
+            hint=hint,
+        )
+    target = array
+
+    def write_back(codes: np.ndarray) -> None:
+        if not target.flags.writeable:
+            raise LaunchError(f"argument {param.name!r} is written by the kernel but is read-only")
+        target[...] = codes.astype(word).view(target.dtype).reshape(target.shape)
+
+    codes = np.ascontiguousarray(array).view(word).reshape(-1).astype(np.uint64)
+    return TensorArg(param, tuple(array.shape), codes, write_back)
+
+
+def _tensor_from_packed(param: Param, packed: PackedTensor) -> TensorArg:
+    dtype: DType = param.type.dtype
+    if packed.dtype != dtype:
+        raise LaunchError(f"argument {param.name!r} must hold {dtype}, got a packed {packed.dtype}")
+    buf = packed.bytes_view()
+
+    def write_back(codes: np.ndarray) -> None:
+        new = pack_codes(codes, dtype.bits)
+        # The last byte may hold bits beyond the tensor: keep them.
+        nbytes = packed.nbytes
+        if nbytes:
+            tail_bits = (packed.size * dtype.bits) % 8
+            if tail_bits:
+                keep = np.uint8((0xFF << tail_bits) & 0xFF)
+                new[-1] = (new[-1] & ~keep) | (buf[nbytes - 1] & keep)
+            buf[:nbytes] = new
+
+    codes = unpack_codes(buf, dtype.bits, packed.size)
+    return TensorArg(param, packed.shape, codes, write_back)
+
+
+def _tensor_from_torch(param: Param, tensor) -> TensorArg:
+    if tensor.device.type != "cpu":
+        raise LaunchError(
+            f"argument {param.name!r} is on {tensor.device}, this backend runs on the CPU",
+            hint="move it with .cpu() or choose the triton backend",
+        )
+    if not tensor.is_contiguous():
+        raise LaunchError(f"argument {param.name!r} must be contiguous", hint="call .contiguous()")
+    if str(tensor.dtype) == "torch.bfloat16":
+        import torch
+
+        array = tensor.detach().view(torch.int16).numpy().view(np.uint16)
+        if param.type.dtype.name != "bf16":
+            raise LaunchError(f"argument {param.name!r} must hold {param.type.dtype}, got bf16")
+        return _tensor_from_numpy(param, array.view(_bf16_marker()))
+    return _tensor_from_numpy(param, tensor.detach().numpy())
+
+
+def _bf16_marker():
+    try:
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    except ImportError as exc:  # pragma: no cover - ml_dtypes ships with the test extra
+        raise LaunchError("bf16 torch tensors need the ml_dtypes package") from exc
+
+
+def _to_tensor_arg(param: Param, arg) -> TensorArg:
+    if isinstance(arg, PackedTensor):
+        return _tensor_from_packed(param, arg)
+    if isinstance(arg, np.ndarray):
+        return _tensor_from_numpy(param, arg)
+    if type(arg).__module__.startswith("torch"):
+        return _tensor_from_torch(param, arg)
+    raise LaunchError(
+        f"argument {param.name!r} must be a tensor, got {_arg_description(arg)}",
+        hint="pass a numpy array, a torch tensor or a bittile.PackedTensor",
+    )
+
+
+def _to_scalar(param: Param, arg):
+    dtype: DType = param.type.dtype
+    if isinstance(arg, np.generic):
+        arg = arg.item()
+    if isinstance(arg, bool) or not isinstance(arg, (int, float)):
+        raise LaunchError(f"argument {param.name!r} must be a {dtype} scalar, got {arg!r}")
+    if dtype.is_int:
+        if isinstance(arg, float) and not arg.is_integer():
+            raise LaunchError(f"argument {param.name!r} must be an integer, got {arg!r}")
+        arg = int(arg)
+        if not dtype.min <= arg <= dtype.max:
+            raise LaunchError(
+                f"argument {param.name!r} = {arg} is outside the range of {dtype} "
+                f"[{dtype.min}, {dtype.max}]"
+            )
+        return arg
+    return float(dtype.round([float(arg)], saturate=False)[0])
+
+
+def _match(kernel: Kernel, args: tuple, kwargs: dict) -> dict[str, Any]:
+    params = kernel.params
+    if len(args) > len(params):
+        raise LaunchError(
+            f"kernel {kernel.name} takes {len(params)} arguments, got {len(args)} positional"
+        )
+    given = {p.name: a for p, a in zip(params, args)}
+    for name, value in kwargs.items():
+        if name not in {p.name for p in params}:
+            raise LaunchError(f"kernel {kernel.name} has no parameter {name!r}",
+                              hint=f"parameters: {', '.join(p.name for p in params)}")
+        if name in given:
+            raise LaunchError(f"argument {name!r} is given twice")
+        given[name] = value
+    missing = [p.name for p in params if p.name not in given]
+    if missing:
+        raise LaunchError(f"kernel {kernel.name} is missing argument(s) {', '.join(missing)}")
+    return given
+
+
+def bind_arguments(kernel: Kernel, args: tuple, kwargs: dict) -> BoundArgs:
+    """Check and convert launch arguments; solve sizes; evaluate the grid."""
+    given = _match(kernel, args, kwargs)
+    tensors: dict[str, TensorArg] = {}
+    scalars: dict[str, Any] = {}
+    for p in kernel.params:
+        if isinstance(p.type, TensorType):
+            tensors[p.name] = _to_tensor_arg(p, given[p.name])
+        elif isinstance(p.type, ScalarType):
+            scalars[p.name] = _to_scalar(p, given[p.name])
+    sizes = _solve_sizes(kernel, tensors)
+    env = {**sizes, **{k: v for k, v in scalars.items() if isinstance(v, int)}}
+    grid = []
+    for dim in kernel.grid:
+        try:
+            n = dim.evaluate(env)
+        except ZeroDivisionError:
+            raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
+        if n < 0:
+            raise LaunchError(f"grid dimension {dim} is {n} with {env}")
+        grid.append(n)
+    return BoundArgs(tensors, scalars, sizes, tuple(grid))
+
+
+def _solve_sizes(kernel: Kernel, tensors: dict[str, TensorArg]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    origin: dict[str, str] = {}
+    for arg in tensors.values():
+        declared = arg.param.type.shape
+        if len(arg.shape) != len(declared):
+            raise LaunchError(
+                f"argument {arg.param.name!r} must have rank {len(declared)} "
+                f"({arg.param.type}), got shape {list(arg.shape)}"
+            )
+        for axis, (dim, actual) in enumerate(zip(declared, arg.shape)):
+            if isinstance(dim, Sym):
+                where = f"{arg.param.name}.shape[{axis}]"
+                if dim.name in sizes and sizes[dim.name] != actual:
+                    raise LaunchError(
+                        f"size {dim.name} is {sizes[dim.name]} from {origin[dim.name]} but "
+                        f"{actual} from {where}",
+                        hint="tensors that share a size name must agree on it",
+                    )
+                sizes[dim.name] = actual
+                origin[dim.name] = where
+    for arg in tensors.values():
+        for axis, (dim, actual) in enumerate(zip(arg.param.type.shape, arg.shape)):
+            if isinstance(dim, Sym):
+                continue
+            unbound = dim.symbols() - set(sizes)
+            if unbound:
+                raise LaunchError(
+                    f"size {sorted(unbound)[0]} of {arg.param.name} cannot be inferred: it "
+                    "appears only inside expressions",
+                    hint="give some tensor a dimension that is exactly that name",
+                )
+            try:
+                expected = dim.evaluate(sizes)
+            except ZeroDivisionError:
+                raise LaunchError(f"shape expression {dim} divides by zero") from None
+            if expected != actual:
+                raise LaunchError(
+                    f"argument {arg.param.name!r} has {actual} in dimension {axis}, but its "
+                    f"declared size {dim} is {expected} with {sizes}"
+                )
+        if math.prod(arg.shape) != arg.codes.size:
+            raise LaunchError(f"argument {arg.param.name!r} holds the wrong number of elements")
+    return sizes
