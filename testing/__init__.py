@@ -1,0 +1,1 @@
+"""Hypothesis strategies and differential checkers for bittile kernels."""
