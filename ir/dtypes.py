@@ -226,6 +226,8 @@ def _encode_int(values: np.ndarray, dt: DType) -> np.ndarray:
     if values.dtype.kind == "f":
         clean = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=hi, neginf=lo)
         ints = np.rint(np.clip(clean, lo, hi)).astype(np.int64)
+    elif values.dtype.kind == "u":
+        ints = np.minimum(values, np.uint64(hi)).astype(np.int64)
     else:
         ints = np.clip(values.astype(np.int64), lo, hi)
     return (ints & ((1 << dt.bits) - 1)).astype(np.uint64)
@@ -259,10 +261,11 @@ def _decode_float(codes: np.ndarray, dt: DType) -> np.ndarray:
 def _encode_float(x: np.ndarray, dt: DType, saturate: bool) -> np.ndarray:
     """Round-to-nearest-even encoding valid for every float layout up to 24 significand bits.
 
-    With ``k = max(floor(log2|x|), emin)``, ``n = rint(|x| / 2^(k - m))`` counts quanta of the
-    binade (normal: ``n`` in [2^m, 2^(m+1)]; subnormal: [0, 2^m]), and the magnitude code is
-    ``(k - emin) * 2^m + n``; a carry of ``n`` into the next binade lands on the right code.
-    The division is by a power of two, hence exact, and ``rint`` rounds ties to even.
+    With ``k = max(floor(log2|x|), emin)``, ``|x| / 2^(k - m)`` counts quanta of the binade
+    (normal: in [2^m, 2^(m+1)); subnormal: [0, 2^m)); with ``n`` that count rounded, the
+    magnitude code is ``(k - emin) * 2^m + n``, and a carry of ``n`` into the next binade
+    lands on the right code. The division is by a power of two, hence exact. Ties go to the
+    even code.
     """
     m, emin = dt.mantissa, 1 - dt.bias
     sign = np.signbit(x)
@@ -271,8 +274,13 @@ def _encode_float(x: np.ndarray, dt: DType, saturate: bool) -> np.ndarray:
     safe = np.where(finite, a, 0.0)
     _, e2 = np.frexp(safe)
     k = np.where(safe == 0, emin, np.maximum(e2.astype(np.int64) - 1, emin))
-    n = np.rint(np.ldexp(safe, (m - k).astype(np.int32))).astype(np.int64)
-    mag = (k - emin) * (1 << m) + n
+    scaled = np.ldexp(safe, (m - k).astype(np.int32))
+    lower = np.floor(scaled)
+    mag_lower = (k - emin) * (1 << m) + lower.astype(np.int64)
+    # Nearest code; a tie goes to the even code (for m >= 1 that is rint's even significand,
+    # for m = 0 it decides between two binades).
+    mag = np.where(scaled - lower > 0.5, mag_lower + 1, mag_lower)
+    mag = np.where(scaled - lower == 0.5, mag_lower + (mag_lower & 1), mag)
     max_code = dt.max_code
     if dt.has_inf:
         inf_code = ((1 << dt.exponent) - 1) << m

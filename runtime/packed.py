@@ -65,7 +65,10 @@ class PackedTensor:
         codes = np.asarray(codes)
         if codes.dtype.kind not in "ui":
             raise PackingError(f"codes must be integers, got a {codes.dtype} array")
-        bad = (codes < 0) | (codes.astype(np.int64) >= (1 << dtype.bits))
+        if codes.dtype.kind == "u":
+            bad = codes > np.uint64((1 << dtype.bits) - 1)
+        else:
+            bad = (codes < 0) | (codes >= (1 << dtype.bits))
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             raise PackingError(
