@@ -265,3 +265,6 @@ class Kernel:
         from bittile.ir.printer import print_kernel
 
         return print_kernel(self)
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython and hypothesis reports
+        printer.text(str(self))

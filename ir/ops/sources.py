@@ -76,7 +76,7 @@ class BlockIdOp(Op):
         return cls(axis=axis, out=Value(ScalarType(i32)), loc=loc)
 
     def verify(self):
-        if not isinstance(self.axis, int) or self.axis < 0:
+        if not isinstance(self.axis, int) or isinstance(self.axis, bool) or self.axis < 0:
             raise self.error(f"axis must be a non-negative int, got {self.axis!r}")
         _check_result(self, ScalarType(i32))
 
