@@ -1,6 +1,10 @@
 """The NumPy interpreter: executes IR one tile op at a time (one NumPy call per op) and the grid
 as a Python loop. It is the executable specification of the IR.
 
+The interpreter holds integers as int64 values and floats as their bit patterns (uint64), so
+that moving data (loads, stores, views, where, reshapes) is bit-exact, NaN payloads included;
+ops that compute decode their operands, compute with ``semantics``, and encode the result.
+
 Each op class has one evaluator, registered in ``EVALUATORS`` (registering a class twice is an
 error). An evaluator receives the op and a :class:`Frame` and returns the values of the op's
 results (a tuple) or None for ops without results.
@@ -17,6 +21,7 @@ from bittile.backends.interp import semantics
 from bittile.errors import BittileError, InternalError, LaunchError
 from bittile.ir import ops
 from bittile.ir.core import Block, Kernel, Op, Value
+from bittile.ir.dtypes import DType
 from bittile.ir.ops.convert import default_layout
 from bittile.ir.types import TileType
 from bittile.runtime.launch import BoundArgs, bind_arguments
@@ -38,15 +43,38 @@ def evaluates(*classes: type):
     return register
 
 
+def values_of(held: np.ndarray, dtype: DType) -> np.ndarray:
+    """Held data (see the module docstring) as carrier values."""
+    return dtype.decode(held) if dtype.is_float else held
+
+
+def hold(values, dtype: DType) -> np.ndarray:
+    """Carrier values (already rounded to ``dtype``) as held data."""
+    values = np.asarray(values)
+    if dtype.is_float:
+        return dtype.encode(values, saturate=False).astype(np.uint64)
+    return values.astype(np.int64)
+
+
+def held_type(dtype: DType) -> np.dtype:
+    return np.dtype(np.uint64 if dtype.is_float else np.int64)
+
+
 class GlobalTensor:
-    """A tensor argument during a launch: its values (carrier type) and whether it changed."""
+    """A tensor argument during a launch: its held data and whether it changed."""
 
     def __init__(self, arg):
         self.arg = arg
         self.dtype = arg.dtype
         self.shape = arg.shape
-        self.values = arg.dtype.decode(arg.codes).reshape(arg.shape)
+        codes = arg.codes.reshape(arg.shape)
+        self.values = codes.astype(np.uint64) if self.dtype.is_float else self.dtype.decode(codes)
         self.dirty = False
+
+    def codes(self) -> np.ndarray:
+        if self.dtype.is_float:
+            return self.values.reshape(-1)
+        return self.dtype.encode(self.values).astype(np.uint64).reshape(-1)
 
 
 class Frame:
@@ -62,7 +90,7 @@ class Frame:
                 self.tensors[id(value)] = tensors[param.name]
             else:
                 dtype = param.type.dtype
-                self.env[id(value)] = np.asarray(scalars[param.name], dtype.carrier)
+                self.env[id(value)] = hold(scalars[param.name], dtype)
 
     def __getitem__(self, value: Value) -> np.ndarray:
         return self.env[id(value)]
@@ -88,7 +116,7 @@ def run_bound(kernel: Kernel, bound: BoundArgs) -> None:
         execute_block(kernel.body, frame)
     for t in tensors.values():
         if t.dirty:
-            t.arg.write_back(t.dtype.encode(t.values).astype(np.uint64).reshape(-1))
+            t.arg.write_back(t.codes())
 
 
 def execute_block(block: Block, frame: Frame) -> tuple:
@@ -111,7 +139,7 @@ def execute_block(block: Block, frame: Frame) -> tuple:
 # ---- sources -----------------------------------------------------------------------------------
 @evaluates(ops.ConstantOp)
 def _constant(op, frame):
-    return (np.asarray(op.value, op.dtype.carrier),)
+    return (hold(op.value, op.dtype),)
 
 
 @evaluates(ops.BlockIdOp)
@@ -152,8 +180,8 @@ def _load(op, frame):
     tensor = frame.tensor(op.tensor)
     index, mask = _window(tensor, [frame[o] for o in op.offsets], op.shape)
     if tensor.values.size == 0:
-        return (np.zeros(op.shape, tensor.dtype.carrier),)
-    return (np.where(mask, tensor.values[index], 0).astype(tensor.dtype.carrier),)
+        return (np.zeros(op.shape, held_type(tensor.dtype)),)
+    return (np.where(mask, tensor.values[index], 0).astype(held_type(tensor.dtype)),)
 
 
 @evaluates(ops.StoreOp)
@@ -170,7 +198,8 @@ def _store(op, frame):
 # ---- conversions -------------------------------------------------------------------------------
 @evaluates(ops.CastOp)
 def _cast(op, frame):
-    return (semantics.cast(frame[op.x], op.x.type.dtype, op.dtype),)
+    src = op.x.type.dtype
+    return (hold(semantics.cast(values_of(frame[op.x], src), src, op.dtype), op.dtype),)
 
 
 @evaluates(ops.ViewOp)
@@ -178,7 +207,10 @@ def _view(op, frame):
     src_t: TileType = op.x.type
     src_layout = src_t.layout or default_layout(src_t.shape)
     dst_layout = op.layout or default_layout(op.shape)
-    return (semantics.view(frame[op.x], src_t.dtype, src_layout, op.dtype, dst_layout),)
+    x = frame[op.x]
+    codes = x if src_t.dtype.is_float else src_t.dtype.encode(x).astype(np.uint64)
+    out = semantics.view(codes, src_t.dtype.bits, src_layout, op.dtype.bits, dst_layout)
+    return (out if op.dtype.is_float else op.dtype.decode(out),)
 
 
 @evaluates(ops.ConvertLayoutOp)
@@ -189,17 +221,22 @@ def _convert_layout(op, frame):
 # ---- elementwise -------------------------------------------------------------------------------
 @evaluates(*(ops.unary_op_class(k) for k in ops.UNARY_OPS))
 def _unary(op, frame):
-    return (semantics.unary(op.kind, frame[op.x], op.x.type.dtype),)
+    dtype = op.x.type.dtype
+    return (hold(semantics.unary(op.kind, values_of(frame[op.x], dtype), dtype), dtype),)
 
 
 @evaluates(*(ops.binary_op_class(k) for k in ops.BINARY_OPS))
 def _binary(op, frame):
-    return (semantics.binary(op.kind, frame[op.lhs], frame[op.rhs], op.lhs.type.dtype),)
+    dtype = op.lhs.type.dtype
+    a, b = values_of(frame[op.lhs], dtype), values_of(frame[op.rhs], dtype)
+    return (hold(semantics.binary(op.kind, a, b, dtype), dtype),)
 
 
 @evaluates(*(ops.compare_op_class(k) for k in ops.COMPARE_OPS))
 def _compare(op, frame):
-    return (semantics.compare(op.kind, frame[op.lhs], frame[op.rhs]),)
+    dtype = op.lhs.type.dtype
+    a, b = values_of(frame[op.lhs], dtype), values_of(frame[op.rhs], dtype)
+    return (semantics.compare(op.kind, a, b),)
 
 
 @evaluates(ops.WhereOp)
@@ -210,8 +247,9 @@ def _where(op, frame):
 # ---- reductions and shapes ---------------------------------------------------------------------
 @evaluates(*ops.REDUCE_OPS.values())
 def _reduce(op, frame):
-    x = frame[op.x]
-    return (semantics.reduce(op.kind, x, op.axis, op.keepdims, op.x.type.dtype),)
+    dtype = op.x.type.dtype
+    x = values_of(frame[op.x], dtype)
+    return (hold(semantics.reduce(op.kind, x, op.axis, op.keepdims, dtype), dtype),)
 
 
 @evaluates(ops.BroadcastOp)
@@ -231,7 +269,9 @@ def _permute(op, frame):
 
 @evaluates(ops.DotOp)
 def _dot(op, frame):
-    return (semantics.dot(frame[op.a], frame[op.b], frame[op.acc], op.acc.type.dtype),)
+    ab, acc = op.a.type.dtype, op.acc.type.dtype
+    a, b = values_of(frame[op.a], ab), values_of(frame[op.b], ab)
+    return (hold(semantics.dot(a, b, values_of(frame[op.acc], acc), acc), acc),)
 
 
 # ---- control flow ------------------------------------------------------------------------------
@@ -241,9 +281,8 @@ def _for(op, frame):
     if step == 0:
         raise LaunchError("a loop's step is 0", hint="loops need a non-zero step")
     carried = tuple(frame[v] for v in op.inits)
-    counter_type = op.lo.type.dtype
     for i in range(lo, hi, step):
-        frame.bind(op.body.args, (np.asarray(i, counter_type.carrier), *carried))
+        frame.bind(op.body.args, (np.asarray(i, np.int64), *carried))
         carried = execute_block(op.body, frame)
     return carried
 

@@ -15,7 +15,8 @@ Values of a dtype are carried exactly: integers in int64, floats in float64 (see
   fill (signed ``shr``); signed ``shr`` is arithmetic;
 - comparisons give 0 or 1 (``u1``), false for any NaN operand except ``ne``;
 - ``cast`` converts values (round to nearest even, saturate; see ``ir/dtypes.py``);
-- ``view`` reinterprets each worker's bits (Tilus semantics; see :func:`view`);
+- ``view`` reinterprets each worker's bits (Tilus semantics; see :func:`view`), and moving
+  data (load, store, view, where, reshape...) preserves every bit, NaN payloads included;
 - ``dot`` and ``sum`` compute in float64 (int64 for integers) and round once.
 """
 
@@ -145,19 +146,19 @@ def _bits_to_codes(bit_rows: np.ndarray, bits: int) -> np.ndarray:
 
 
 def view(
-    x: np.ndarray,
-    src: DType,
+    codes: np.ndarray,
+    src_bits: int,
     src_layout: RegisterLayout,
-    dst: DType,
+    dst_bits: int,
     dst_layout: RegisterLayout,
 ) -> np.ndarray:
-    """Reinterpret bits per worker: worker ``w``'s elements in local order, concatenated
-    LSB-first, are read back as ``dst`` elements in ``dst_layout``'s local order. A replicated
-    result element must come out the same from every worker holding it."""
+    """Reinterpret bit patterns per worker: worker ``w``'s codes in local order, concatenated
+    LSB-first, are cut into ``dst_bits``-bit codes placed in ``dst_layout``'s local order. A
+    replicated result element must come out the same from every worker holding it."""
     src_index = src_layout.inverse_table()  # [workers, locals] -> flat logical index
     dst_index = dst_layout.inverse_table()
-    codes = src.encode(x).astype(np.uint64).reshape(-1)[src_index]
-    new_codes = _bits_to_codes(_codes_to_bits(codes, src.bits), dst.bits)
+    per_worker = np.asarray(codes, np.uint64).reshape(-1)[src_index]
+    new_codes = _bits_to_codes(_codes_to_bits(per_worker, src_bits), dst_bits)
     out = np.zeros(int(np.prod(dst_layout.shape)), np.uint64)
     out[dst_index.reshape(-1)] = new_codes.reshape(-1)
     if not np.array_equal(out[dst_index], new_codes):
@@ -165,7 +166,7 @@ def view(
             "view: workers that replicate one element of the result hold different bits; "
             "the result layout's replication does not match the source's"
         )
-    return dst.decode(out).reshape(dst_layout.shape)
+    return out.reshape(dst_layout.shape)
 
 
 # ---- dot and reductions --------------------------------------------------------------------
