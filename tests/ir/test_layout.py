@@ -481,3 +481,13 @@ def test_division_error_names_both_layouts():
 def test_module_exports():
     assert set(L.__all__) >= {"RegisterLayout", "spatial", "local", "reduce", "parse_layout"}
     assert math.prod(spatial(2, 3).shape) == spatial(2, 3).size == 6
+
+
+def test_rank_zero_layouts():
+    full = reduce(local(2, 3).spatial(2, 2), [0, 1])
+    assert full.shape == () and full.size == 1 and full.num_workers == 4
+    assert full.workers_of(()) == [0, 1, 2, 3] and full.map(()) == (0, 0)
+    assert full.logical_index(3, 0) == ()
+    assert str(full) == "replicated(4, rank=0)" and parse_layout(str(full)) == full
+    assert full.unsqueeze(0) == replicated(4)
+    assert parse_layout("local()") == local() != full
