@@ -250,16 +250,25 @@ class Kernel:
         return self.body.walk()
 
     def size_symbols(self) -> list[str]:
-        """Size names bound by tensor shapes, in order of first appearance."""
+        """Sizes: names that are a whole dimension of some tensor parameter (so a launch binds
+        them from the arguments' shapes), in order of first appearance."""
+        from bittile.ir.symbolic import Sym
         from bittile.ir.types import TensorType
 
         seen: dict[str, None] = {}
         for p in self.params:
             if isinstance(p.type, TensorType):
                 for dim in p.type.shape:
-                    for s in sorted(dim.symbols()):
-                        seen.setdefault(s, None)
+                    if isinstance(dim, Sym):
+                        seen.setdefault(dim.name, None)
         return list(seen)
+
+    def shape_symbols(self) -> set[str]:
+        """Every name used in a tensor parameter's shape."""
+        from bittile.ir.types import TensorType
+
+        return {s for p in self.params if isinstance(p.type, TensorType)
+                for dim in p.type.shape for s in dim.symbols()}
 
     def __str__(self) -> str:
         from bittile.ir.printer import print_kernel

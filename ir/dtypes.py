@@ -312,7 +312,7 @@ def _encode_native_float(x: np.ndarray, dt: DType, saturate: bool) -> np.ndarray
     word = np.dtype(f"<u{dt.bits // 8}")
     if saturate:
         x = np.where(np.isfinite(x), np.clip(x, -dt.max, dt.max), x)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # NaNs are replaced below
         codes = x.astype(native).view(word).astype(np.uint64)
     nan_code = np.uint64((1 << (dt.bits - 1)) - 1) | np.where(
         np.signbit(x), np.uint64(1 << (dt.bits - 1)), np.uint64(0)

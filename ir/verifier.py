@@ -30,10 +30,19 @@ def verify_kernel(kernel: Kernel) -> None:
             raise IRError(f"parameter {p.name} is declared {p.type} but its value is {v.type}",
                           kernel.loc)
     sizes = set(kernel.size_symbols())
+    for p in kernel.params:
+        if isinstance(p.type, ScalarType) and p.name in sizes:
+            raise IRError(
+                f"scalar parameter {p.name!r} has the name of a tensor size", kernel.loc,
+                hint="sizes are bound from tensor shapes; rename the scalar",
+            )
     int_scalars = {p.name for p in kernel.params
                    if isinstance(p.type, ScalarType) and p.type.dtype.is_int}
+    # A name used only inside shape expressions (K // G with G bound nowhere) is reported at
+    # launch, where the arguments show which tensor it came from.
+    shape_names = kernel.shape_symbols()
     for dim in kernel.grid:
-        unknown = dim.symbols() - sizes - int_scalars
+        unknown = dim.symbols() - shape_names - int_scalars
         if unknown:
             raise IRError(
                 f"grid dimension {dim} uses {sorted(unknown)[0]!r}, which is neither a tensor "

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from bittile.errors import LaunchError
+from bittile.errors import LaunchError, PackingError
 from bittile.ir.bitstream import pack_codes, unpack_codes
 from bittile.ir.core import Kernel, Param
 from bittile.ir.dtypes import DType
 from bittile.ir.symbolic import Sym
 from bittile.ir.types import ScalarType, TensorType
-from bittile.runtime.packed import PackedTensor
+from bittile.ir.ops import StoreOp
+from bittile.runtime.packed import PackedTensor, check_representable
 
 __all__ = ["TensorArg", "BoundArgs", "bind_arguments"]
 
@@ -38,8 +39,11 @@ class TensorArg:
     def dtype(self) -> DType:
         return self.param.type.dtype
 
-    def write_back(self, codes: np.ndarray) -> None:
-        self._write_back(codes)
+    def write_back(self, codes: np.ndarray, mask: np.ndarray) -> None:
+        """Write the elements selected by the flat bool ``mask`` (only those, so arguments
+        that share memory keep each other's stores)."""
+        if mask.any():
+            self._write_back(np.asarray(codes, np.uint64).reshape(-1), mask.reshape(-1))
 
 
 @dataclass
@@ -58,7 +62,7 @@ def _arg_description(arg) -> str:
     return f"{type(arg).__name__} {arg!r}"
 
 
-def _tensor_from_numpy(param: Param, array: np.ndarray) -> TensorArg:
+def _tensor_from_numpy(param: Param, array: np.ndarray, written: bool) -> TensorArg:
     dtype: DType = param.type.dtype
     expected = dtype.numpy_dtype()
     if array.dtype.name == "bfloat16" and dtype.name == "bf16":
@@ -72,25 +76,31 @@ def _tensor_from_numpy(param: Param, array: np.ndarray) -> TensorArg:
             f"argument {param.name!r} must hold {dtype}, got a numpy array of {array.dtype}",
             hint=hint,
         )
+    if written and not array.flags.writeable:
+        raise LaunchError(f"argument {param.name!r} is written by the kernel but is read-only",
+                          hint="pass a writable array (e.g. a copy)")
     target = array
 
-    def write_back(codes: np.ndarray) -> None:
-        if not target.flags.writeable:
-            raise LaunchError(f"argument {param.name!r} is written by the kernel but is read-only")
-        target[...] = codes.astype(word).view(target.dtype).reshape(target.shape)
+    def write_back(codes: np.ndarray, mask: np.ndarray) -> None:
+        flat = np.flatnonzero(mask)
+        target[np.unravel_index(flat, target.shape)] = codes[flat].astype(word).view(target.dtype)
 
     codes = np.ascontiguousarray(array).view(word).reshape(-1).astype(np.uint64)
     return TensorArg(param, tuple(array.shape), codes, write_back)
 
 
-def _tensor_from_packed(param: Param, packed: PackedTensor) -> TensorArg:
+def _tensor_from_packed(param: Param, packed: PackedTensor, written: bool) -> TensorArg:
     dtype: DType = param.type.dtype
     if packed.dtype != dtype:
         raise LaunchError(f"argument {param.name!r} must hold {dtype}, got a packed {packed.dtype}")
     buf = packed.bytes_view()
+    if written and not buf.flags.writeable:
+        raise LaunchError(f"argument {param.name!r} is written by the kernel but is read-only")
 
-    def write_back(codes: np.ndarray) -> None:
-        new = pack_codes(codes, dtype.bits)
+    def write_back(codes: np.ndarray, mask: np.ndarray) -> None:
+        current = unpack_codes(buf, dtype.bits, packed.size)
+        current[mask] = codes[mask]
+        new = pack_codes(current, dtype.bits)
         # The last byte may hold bits beyond the tensor: keep them.
         nbytes = packed.nbytes
         if nbytes:
@@ -104,7 +114,7 @@ def _tensor_from_packed(param: Param, packed: PackedTensor) -> TensorArg:
     return TensorArg(param, packed.shape, codes, write_back)
 
 
-def _tensor_from_torch(param: Param, tensor) -> TensorArg:
+def _tensor_from_torch(param: Param, tensor, written: bool) -> TensorArg:
     if tensor.device.type != "cpu":
         raise LaunchError(
             f"argument {param.name!r} is on {tensor.device}, this backend runs on the CPU",
@@ -118,8 +128,8 @@ def _tensor_from_torch(param: Param, tensor) -> TensorArg:
         array = tensor.detach().view(torch.int16).numpy().view(np.uint16)
         if param.type.dtype.name != "bf16":
             raise LaunchError(f"argument {param.name!r} must hold {param.type.dtype}, got bf16")
-        return _tensor_from_numpy(param, array.view(_bf16_marker()))
-    return _tensor_from_numpy(param, tensor.detach().numpy())
+        return _tensor_from_numpy(param, array.view(_bf16_marker()), written)
+    return _tensor_from_numpy(param, tensor.detach().numpy(), written)
 
 
 def _bf16_marker():
@@ -131,13 +141,13 @@ def _bf16_marker():
         raise LaunchError("bf16 torch tensors need the ml_dtypes package") from exc
 
 
-def _to_tensor_arg(param: Param, arg) -> TensorArg:
+def _to_tensor_arg(param: Param, arg, written: bool) -> TensorArg:
     if isinstance(arg, PackedTensor):
-        return _tensor_from_packed(param, arg)
+        return _tensor_from_packed(param, arg, written)
     if isinstance(arg, np.ndarray):
-        return _tensor_from_numpy(param, arg)
+        return _tensor_from_numpy(param, arg, written)
     if type(arg).__module__.startswith("torch"):
-        return _tensor_from_torch(param, arg)
+        return _tensor_from_torch(param, arg, written)
     raise LaunchError(
         f"argument {param.name!r} must be a tensor, got {_arg_description(arg)}",
         hint="pass a numpy array, a torch tensor or a bittile.PackedTensor",
@@ -148,6 +158,8 @@ def _to_scalar(param: Param, arg):
     dtype: DType = param.type.dtype
     if isinstance(arg, np.generic):
         arg = arg.item()
+    if isinstance(arg, bool) and dtype.name == "u1":
+        arg = int(arg)
     if isinstance(arg, bool) or not isinstance(arg, (int, float)):
         raise LaunchError(f"argument {param.name!r} must be a {dtype} scalar, got {arg!r}")
     if dtype.is_int:
@@ -160,6 +172,11 @@ def _to_scalar(param: Param, arg):
                 f"[{dtype.min}, {dtype.max}]"
             )
         return arg
+    try:
+        check_representable(np.array([float(arg)]), dtype)
+    except (PackingError, OverflowError) as exc:
+        message = exc.message if isinstance(exc, PackingError) else f"{arg} is not a float"
+        raise LaunchError(f"argument {param.name!r}: {message}") from None
     return float(dtype.round([float(arg)], saturate=False)[0])
 
 
@@ -186,15 +203,17 @@ def _match(kernel: Kernel, args: tuple, kwargs: dict) -> dict[str, Any]:
 def bind_arguments(kernel: Kernel, args: tuple, kwargs: dict) -> BoundArgs:
     """Check and convert launch arguments; solve sizes; evaluate the grid."""
     given = _match(kernel, args, kwargs)
+    written = written_params(kernel)
     tensors: dict[str, TensorArg] = {}
     scalars: dict[str, Any] = {}
     for p in kernel.params:
         if isinstance(p.type, TensorType):
-            tensors[p.name] = _to_tensor_arg(p, given[p.name])
+            tensors[p.name] = _to_tensor_arg(p, given[p.name], p.name in written)
         elif isinstance(p.type, ScalarType):
             scalars[p.name] = _to_scalar(p, given[p.name])
-    sizes = _solve_sizes(kernel, tensors)
-    env = {**sizes, **{k: v for k, v in scalars.items() if isinstance(v, int)}}
+    int_scalars = {k: v for k, v in scalars.items() if kernel_param(kernel, k).type.dtype.is_int}
+    sizes = _solve_sizes(kernel, tensors, int_scalars)
+    env = {**sizes, **int_scalars}
     grid = []
     for dim in kernel.grid:
         try:
@@ -207,7 +226,19 @@ def bind_arguments(kernel: Kernel, args: tuple, kwargs: dict) -> BoundArgs:
     return BoundArgs(tensors, scalars, sizes, tuple(grid))
 
 
-def _solve_sizes(kernel: Kernel, tensors: dict[str, TensorArg]) -> dict[str, int]:
+def written_params(kernel: Kernel) -> set[str]:
+    """Names of the tensor parameters that the kernel stores to."""
+    names = {id(v): p.name for p, v in zip(kernel.params, kernel.body.args)}
+    return {names[id(op.tensor)] for op in kernel.walk() if isinstance(op, StoreOp)}
+
+
+def kernel_param(kernel: Kernel, name: str) -> Param:
+    return next(p for p in kernel.params if p.name == name)
+
+
+def _solve_sizes(
+    kernel: Kernel, tensors: dict[str, TensorArg], int_scalars: dict[str, int]
+) -> dict[str, int]:
     sizes: dict[str, int] = {}
     origin: dict[str, str] = {}
     for arg in tensors.values():
@@ -232,7 +263,7 @@ def _solve_sizes(kernel: Kernel, tensors: dict[str, TensorArg]) -> dict[str, int
         for axis, (dim, actual) in enumerate(zip(arg.param.type.shape, arg.shape)):
             if isinstance(dim, Sym):
                 continue
-            unbound = dim.symbols() - set(sizes)
+            unbound = dim.symbols() - set(sizes) - set(int_scalars)
             if unbound:
                 raise LaunchError(
                     f"size {sorted(unbound)[0]} of {arg.param.name} cannot be inferred: it "
@@ -240,7 +271,7 @@ def _solve_sizes(kernel: Kernel, tensors: dict[str, TensorArg]) -> dict[str, int
                     hint="give some tensor a dimension that is exactly that name",
                 )
             try:
-                expected = dim.evaluate(sizes)
+                expected = dim.evaluate({**sizes, **int_scalars})
             except ZeroDivisionError:
                 raise LaunchError(f"shape expression {dim} divides by zero") from None
             if expected != actual:

@@ -14,7 +14,7 @@ from bittile.errors import PackingError
 from bittile.ir.bitstream import pack_codes, packed_nbytes, unpack_codes
 from bittile.ir.dtypes import DType, dtype_from_name
 
-__all__ = ["PackedTensor", "pack", "unpack"]
+__all__ = ["PackedTensor", "pack", "unpack", "check_representable"]
 
 
 class PackedTensor:
@@ -92,6 +92,14 @@ def _check_byte_buffer(data) -> None:
         raise PackingError(
             f"a packed tensor's buffer must be a uint8 numpy array or torch tensor, got {dtype}"
         )
+    contiguous = data.is_contiguous() if hasattr(data, "is_contiguous") else (
+        data.flags.c_contiguous
+    )
+    if not contiguous:
+        raise PackingError(
+            "a packed tensor's buffer must be contiguous: it is one dense bitstream",
+            hint="pass a contiguous copy (np.ascontiguousarray or .contiguous())",
+        )
 
 
 def _to_numpy(array) -> np.ndarray:
@@ -117,7 +125,7 @@ def pack(array, dtype: DType | str, *, saturate: bool = False) -> PackedTensor:
     if values.dtype.kind == "b":
         values = values.astype(np.int64)
     if not saturate:
-        _check_representable(values, dtype)
+        check_representable(values, dtype)
     return PackedTensor(pack_codes(dtype.encode(values), dtype.bits), values.shape, dtype)
 
 
@@ -133,7 +141,9 @@ def _first_bad(values: np.ndarray, bad: np.ndarray):
     return values[idx].item(), idx
 
 
-def _check_representable(values: np.ndarray, dtype: DType) -> None:
+def check_representable(values: np.ndarray, dtype: DType) -> None:
+    """Raise PackingError naming the first value that ``dtype`` cannot hold (after rounding
+    floats to nearest)."""
     is_float_input = values.dtype.kind == "f"
     as_float = values.astype(np.float64) if is_float_input else None
     if dtype.is_int:

@@ -69,7 +69,7 @@ class GlobalTensor:
         self.shape = arg.shape
         codes = arg.codes.reshape(arg.shape)
         self.values = codes.astype(np.uint64) if self.dtype.is_float else self.dtype.decode(codes)
-        self.dirty = False
+        self.written = np.zeros(arg.shape, dtype=bool)
 
     def codes(self) -> np.ndarray:
         if self.dtype.is_float:
@@ -115,8 +115,7 @@ def run_bound(kernel: Kernel, bound: BoundArgs) -> None:
         frame = Frame(tensors, bound.scalars, bound.sizes, block_ids, params)
         execute_block(kernel.body, frame)
     for t in tensors.values():
-        if t.dirty:
-            t.arg.write_back(t.codes())
+        t.arg.write_back(t.codes(), t.written)
 
 
 def execute_block(block: Block, frame: Frame) -> tuple:
@@ -191,8 +190,9 @@ def _store(op, frame):
     shape = op.value.type.shape
     index, mask = _window(tensor, [frame[o] for o in op.offsets], shape)
     if mask.any():
-        tensor.values[tuple(i[mask] for i in index)] = value[mask]
-        tensor.dirty = True
+        where = tuple(i[mask] for i in index)
+        tensor.values[where] = value[mask]
+        tensor.written[where] = True
 
 
 # ---- conversions -------------------------------------------------------------------------------

@@ -105,6 +105,28 @@ class ViewOp(Op):
                 f"of the result {self.out.type}",
                 hint="the bits per worker must match; change the result shape or layout",
             )
+        if not _replication_consistent(src, self.x.type.dtype.bits, dst, self.dtype.bits):
+            raise self.error(
+                f"the workers that share an element of the result layout {dst} would give it "
+                f"different bits from the source layout {src}",
+                hint="replicate the result the way the source is replicated",
+            )
+
+
+def _replication_consistent(src, src_bits: int, dst, dst_bits: int) -> bool:
+    """Whether every worker holding a result element gets it from the same source bits.
+
+    Source bit ``b`` of logical element ``e`` is named ``e * src_bits + b``; cutting each
+    worker's named bits into result elements must name each result element's bits the same
+    way in every worker that holds it."""
+    import numpy as np
+
+    names = src.inverse_table()[..., None] * src_bits + np.arange(src_bits)
+    per_element = names.reshape(dst.num_workers, dst.local_size, dst_bits)
+    target = dst.inverse_table().reshape(-1)
+    first = np.full((dst.size, dst_bits), -1, dtype=np.int64)
+    first[target] = per_element.reshape(-1, dst_bits)
+    return bool(np.array_equal(first[target], per_element.reshape(-1, dst_bits)))
 
 
 @register_op
