@@ -67,7 +67,10 @@ class Builder:
             return x
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise IRError(f"expected a value or a number, got {x!r}", self.loc)
-        dtype = like if isinstance(like, DType) else getattr(getattr(like, "type", None), "dtype", None)
+        if isinstance(like, DType):
+            dtype = like
+        else:
+            dtype = getattr(getattr(like, "type", None), "dtype", None)
         if dtype is None:
             dtype = i32 if isinstance(x, int) else f32
         return self.constant(x, dtype)

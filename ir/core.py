@@ -200,7 +200,9 @@ class Op:
             kwargs[cls._fields_by_kind[_RESULTS][0]] = tuple(result_values)
         else:
             if len(result_values) != len(single):
-                raise IRError(f"{cls.name} has {len(single)} results, got {len(result_values)}", loc)
+                raise IRError(
+                    f"{cls.name} has {len(single)} results, got {len(result_values)}", loc
+                )
             kwargs.update(zip(single, result_values))
         region_names = cls._fields_by_kind[_REGION]
         if len(regions) != len(region_names):

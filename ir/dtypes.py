@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+
 from bittile.errors import DTypeError
 
 __all__ = [
@@ -380,7 +381,7 @@ _NUMPY_EQUIVALENT = {
 
 
 def dtype_from_name(name: str) -> DType:
-    """The dtype spelled ``name``: any named type, ``uN``/``iN`` (1..32) or ``fNeEmM`` (<= 8 bits)."""
+    """The dtype spelled ``name``: a named type, ``uN``/``iN`` (1..32) or ``fNeEmM`` (<= 8 bits)."""
     if isinstance(name, DType):
         return name
     if name in _BY_NAME:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+
 from bittile.errors import LayoutError
 
 __all__ = [

@@ -34,6 +34,9 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
 from bittile.errors import BittileError, IRError, Loc, register_source
 from bittile.ir.core import OP_REGISTRY, Block, Kernel, Op, Param, Value
 from bittile.ir.dtypes import DType, dtype_from_name
@@ -41,8 +44,6 @@ from bittile.ir.layout import RegisterLayout, parse_layout
 from bittile.ir.symbolic import BINARY_OPS, Const, SymExpr, make_binary, sym
 from bittile.ir.types import ScalarType, TensorType, TileType, Type
 from bittile.ir.verifier import verify_kernel
-from lark import Lark, Token, Tree
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 __all__ = ["parse_kernel", "parse_module"]
 

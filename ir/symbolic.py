@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Union
 
 from bittile.errors import IRError
 
@@ -147,7 +146,7 @@ class BinExpr(SymExpr):
         return f"{left} {symbol} {right}"
 
 
-ExprLike = Union[SymExpr, int, str]
+ExprLike = SymExpr | int | str
 
 
 def as_expr(value: ExprLike) -> SymExpr:

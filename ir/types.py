@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from bittile.errors import IRError
 from bittile.ir.dtypes import DType
@@ -55,7 +55,9 @@ class TileType:
     def __post_init__(self) -> None:
         shape = tuple(self.shape)
         if not shape or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in shape):
-            raise IRError(f"a tile has a non-empty static shape of positive ints, got {list(shape)}")
+            raise IRError(
+                f"a tile has a non-empty static shape of positive ints, got {list(shape)}"
+            )
         object.__setattr__(self, "shape", shape)
         if self.layout is not None and tuple(self.layout.shape) != shape:
             raise IRError(
@@ -85,7 +87,7 @@ class TileType:
         return f"tile<{text}>"
 
 
-Type = Union[ScalarType, TensorType, TileType]
+Type = ScalarType | TensorType | TileType
 
 
 def is_scalar(t: Type) -> bool:

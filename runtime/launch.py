@@ -18,9 +18,9 @@ from bittile.errors import LaunchError, PackingError
 from bittile.ir.bitstream import pack_codes, unpack_codes
 from bittile.ir.core import Kernel, Param
 from bittile.ir.dtypes import DType
+from bittile.ir.ops import StoreOp
 from bittile.ir.symbolic import Sym
 from bittile.ir.types import ScalarType, TensorType
-from bittile.ir.ops import StoreOp
 from bittile.runtime.packed import PackedTensor, check_representable
 
 __all__ = ["TensorArg", "BoundArgs", "bind_arguments"]

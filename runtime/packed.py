@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from bittile.errors import PackingError
 from bittile.ir.bitstream import pack_codes, packed_nbytes, unpack_codes
 from bittile.ir.dtypes import DType, dtype_from_name

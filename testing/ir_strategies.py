@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
 from bittile.errors import Loc
 from bittile.ir import dtypes as D
 from bittile.ir.builder import Builder, KernelBuilder
@@ -58,7 +60,6 @@ from bittile.ir.layout import (
 from bittile.ir.ops import BINARY_OPS, COMPARE_OPS, UNARY_OPS
 from bittile.ir.symbolic import Const, SymExpr, cdiv, make_binary, sym
 from bittile.ir.types import ScalarType, TensorType, TileType
-from hypothesis import strategies as st
 
 __all__ = [
     "GeneratedKernel",

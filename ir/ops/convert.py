@@ -42,7 +42,10 @@ class CastOp(Op):
     def verify(self):
         _check_value_type(self, self.x, "the operand", ScalarType, TileType)
         t = self.x.type
-        expected = ScalarType(self.dtype) if isinstance(t, ScalarType) else t.with_(dtype=self.dtype)
+        if isinstance(t, ScalarType):
+            expected = ScalarType(self.dtype)
+        else:
+            expected = t.with_(dtype=self.dtype)
         _check_result(self, expected)
 
 

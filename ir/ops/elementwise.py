@@ -45,7 +45,8 @@ class UnaryOp(Op):
     def verify(self):
         _check_value_type(self, self.x, "the operand", ScalarType, TileType)
         _check_kind(self, self.x.type.dtype, self.accepts)
-        _check_result(self, _elementwise_type(self.x.type.dtype, [self.x.type], self.loc, self.kind))
+        dtype = self.x.type.dtype
+        _check_result(self, _elementwise_type(dtype, [self.x.type], self.loc, self.kind))
 
 
 @abstract_op

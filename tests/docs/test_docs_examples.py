@@ -12,7 +12,7 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 def _blocks():
     for page in PAGES:
-        for n, match in enumerate(BLOCK.finditer(page.read_text())):
+        for match in BLOCK.finditer(page.read_text()):
             line = page.read_text()[: match.start()].count("\n") + 2
             yield pytest.param(page, line, match.group(1), id=f"{page.name}:{line}")
 

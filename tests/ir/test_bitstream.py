@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from bittile.ir.bitstream import pack_codes, packed_nbytes, unpack_codes
 
 WIDTHS = list(range(1, 33))

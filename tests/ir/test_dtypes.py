@@ -23,6 +23,7 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 import pytest
+
 from bittile.errors import BittileError, DTypeError
 from bittile.ir import dtypes as D
 from bittile.ir.dtypes import ALL_DTYPES, dtype_from_name, float_type, int_type

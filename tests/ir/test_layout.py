@@ -11,6 +11,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from bittile.errors import LayoutError
 from bittile.ir import layout as L
 from bittile.ir.layout import (
@@ -24,8 +27,6 @@ from bittile.ir.layout import (
     replicated,
     spatial,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

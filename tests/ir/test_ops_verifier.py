@@ -100,7 +100,8 @@ def test_builder_rejects_misuse(build, fragment):
 
 
 def test_errors_carry_the_builder_location():
-    register_source("demo.tile", "let a = 1\nlet t = load(x, [0, 0], [4, 4]) + load(x, [0, 0], [4, 8])\n")
+    source = "let a = 1\nlet t = load(x, [0, 0], [4, 4]) + load(x, [0, 0], [4, 8])\n"
+    register_source("demo.tile", source)
     kb, b, (x,) = _kb(("x", f16, ["N", "K"]))
     with b.at(Loc("demo.tile", 2, 9, 2, 60)), pytest.raises(IRError) as info:
         b.add(b.load(x, [0, 0], [4, 4]), b.load(x, [0, 0], [4, 8]))
@@ -109,7 +110,8 @@ def test_errors_carry_the_builder_location():
     assert "let t = load" in text and "^^^^" in text
 
 
-def _kernel(body_ops, args=(), grid=(Sym("N"),)):
+def _kernel(body_ops, args=(), grid=None):
+    grid = grid or (Sym("N"),)
     params = tuple(Param(f"p{i}", a.type) for i, a in enumerate(args))
     return Kernel("k", params, grid, Block(list(args), body_ops))
 

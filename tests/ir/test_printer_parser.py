@@ -11,6 +11,9 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from bittile.errors import IRError, Loc
 from bittile.ir import printer as printer_module
 from bittile.ir.builder import KernelBuilder
@@ -22,8 +25,6 @@ from bittile.ir.parser import parse_kernel, parse_module
 from bittile.ir.printer import format_attribute, print_kernel, print_module, print_op
 from bittile.ir.symbolic import BinExpr, Const, Sym, SymExpr, cdiv, make_binary, sym
 from bittile.testing.ir_strategies import kernels, kernels_with_sizes
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -15,12 +15,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from bittile.errors import DTypeError, PackingError
 from bittile.ir import dtypes as D
 from bittile.ir.dtypes import ALL_DTYPES, float_type, int_type
 from bittile.runtime.packed import PackedTensor, pack, unpack
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 # ==== references ==================================================================================
 SMALL_FLOAT_FIELDS = [(e, m) for e in range(1, 8) for m in range(0, 8 - e)]
