@@ -70,6 +70,11 @@ class DType:
     def __reduce__(self):
         return (dtype_from_name, (self.name,))
 
+    def __getitem__(self, shape):
+        """``f16["M", "K"]`` in a Python kernel's annotations: a tensor parameter. The frontend
+        reads annotations from the source; this only keeps evaluating them harmless."""
+        return ("tensor", self, shape)
+
     # ---- classification -------------------------------------------------------------------
     @property
     def is_float(self) -> bool:
