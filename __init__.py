@@ -4,6 +4,11 @@ This module only re-exports the public API. Heavy toolchains (triton, llvmlite, 
 imported by the backends that need them, never here.
 """
 
+from bittile.dsl import decorators as _decorators
+from bittile.dsl.decorators import BUILTIN_NAMES as _BUILTIN_NAMES
+from bittile.dsl.decorators import func, kernel
+from bittile.dsl.kernel import TileFunction, TileKernel
+from bittile.dsl.module import TileModule, load_module, load_source
 from bittile.errors import (
     BittileError,
     DTypeError,
@@ -63,6 +68,9 @@ from bittile.ir.layout import (
 )
 from bittile.runtime.packed import PackedTensor, pack, unpack
 
+# The tile language's builtins (bittile.load, bittile.grid, ...), for Python kernels.
+globals().update({_name: getattr(_decorators, _name) for _name in _BUILTIN_NAMES})
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -75,4 +83,6 @@ __all__ = [
     "RegisterLayout", "spatial", "local", "column_spatial", "column_local", "replicated",
     "concat", "parse_layout",
     "PackedTensor", "pack", "unpack",
+    "kernel", "func", "TileKernel", "TileFunction", "TileModule", "load_module", "load_source",
+    *_BUILTIN_NAMES,
 ]

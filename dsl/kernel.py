@@ -1,0 +1,149 @@
+"""Kernel objects: what ``@bittile.kernel`` and ``load_module`` give users.
+
+A :class:`TileKernel` holds a kernel's AST (from either frontend) and the helper functions it
+can call. Calling it splits the arguments into compile-time values (by the names of its
+compile-time parameters) and runtime arguments, specializes the kernel on the compile-time
+values (lowering to IR once per distinct set, cached), and launches it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bittile.dsl import ast
+from bittile.errors import BittileError, LaunchError, TileTypeError
+from bittile.ir.core import Kernel
+
+__all__ = ["TileKernel", "TileFunction", "BACKENDS"]
+
+#: Backends a kernel can run on today, by name.
+BACKENDS = ("interp",)
+
+
+class TileFunction:
+    """A helper function (``fn`` in a .tile file, ``@bittile.func`` in Python); it is inlined
+    into kernels and cannot be called directly."""
+
+    def __init__(self, fndef: ast.FnDef, python_function: Callable | None = None):
+        self.ast = fndef
+        self.name = fndef.name
+        self._python_function = python_function
+
+    def __call__(self, *args, **kwargs):
+        raise BittileError(
+            f"{self.name} is a bittile helper function: it can only be called from a kernel",
+            self.ast.loc,
+        )
+
+    def __repr__(self) -> str:
+        return f"<bittile function {self.name} at {self.ast.loc}>"
+
+
+class TileKernel:
+    """A kernel ready to be specialized and launched."""
+
+    def __init__(
+        self,
+        kdef: ast.KernelDef,
+        functions: Mapping[str, ast.FnDef] | Callable[[], Mapping[str, ast.FnDef]] = (),
+        backend: str | None = None,
+    ):
+        self.ast = kdef
+        self.name = kdef.name
+        self._functions = functions
+        self._backend = backend
+        self._cache: dict[tuple, Kernel] = {}
+
+    @property
+    def functions(self) -> dict[str, ast.FnDef]:
+        fns = self._functions() if callable(self._functions) else self._functions
+        return dict(fns)
+
+    @property
+    def const_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.ast.const_params)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.ast.params)
+
+    # ---- specialization ------------------------------------------------------------------
+    def specialize(self, **const_args: Any) -> Kernel:
+        """The IR of this kernel for the given compile-time values (defaults for the rest)."""
+        unknown = set(const_args) - set(self.const_names)
+        if unknown:
+            raise TileTypeError(
+                f"kernel {self.name} has no compile-time parameter {sorted(unknown)[0]!r}",
+                self.ast.loc,
+                hint=f"its compile-time parameters are: {', '.join(self.const_names) or 'none'}",
+            )
+        key = tuple(sorted((k, _cache_key(v)) for k, v in const_args.items()))
+        kernel = self._cache.get(key)
+        if kernel is None:
+            from bittile.dsl.lower import lower_kernel
+
+            kernel = lower_kernel(self.ast, dict(const_args), functions=self.functions)
+            self._cache[key] = kernel
+        return kernel
+
+    def __getitem__(self, const_args) -> _Specialized:
+        """``kernel[dict(BM=32)](x, y)``: specialize, then call with runtime arguments only."""
+        if not isinstance(const_args, Mapping):
+            raise TileTypeError("index a kernel with a dict of compile-time values",
+                                self.ast.loc)
+        return _Specialized(self, self.specialize(**const_args))
+
+    # ---- launching -----------------------------------------------------------------------
+    def __call__(self, *args, backend: str | None = None, **kwargs) -> None:
+        const_args = {k: kwargs.pop(k) for k in list(kwargs) if k in self.const_names}
+        runtime_names = self.param_names
+        if len(args) > len(runtime_names):
+            extra = args[len(runtime_names):]
+            # Positional compile-time values may follow the runtime arguments, in order.
+            names = [n for n in self.const_names if n not in const_args]
+            if len(extra) > len(names):
+                raise LaunchError(
+                    f"kernel {self.name} takes {len(runtime_names)} runtime and "
+                    f"{len(self.const_names)} compile-time arguments, got {len(args)} "
+                    "positional"
+                )
+            const_args.update(zip(names, extra))
+            args = args[: len(runtime_names)]
+        kernel = self.specialize(**const_args)
+        _launch(kernel, args, kwargs, backend or self._backend)
+
+    def __repr__(self) -> str:
+        return f"<bittile kernel {self.name} at {self.ast.loc}>"
+
+
+class _Specialized:
+    def __init__(self, owner: TileKernel, kernel: Kernel):
+        self.owner = owner
+        self.ir = kernel
+
+    def __call__(self, *args, backend: str | None = None, **kwargs) -> None:
+        _launch(self.ir, args, kwargs, backend or self.owner._backend)
+
+
+def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> None:
+    name = backend or os.environ.get("BITTILE_BACKEND") or "interp"
+    if name not in BACKENDS:
+        raise LaunchError(
+            f"unknown or unavailable backend {name!r}",
+            hint=f"available backends: {', '.join(BACKENDS)}",
+        )
+    from bittile.backends import interp
+
+    interp.run(kernel, *args, **kwargs)
+
+
+def _cache_key(value):
+    if isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
+    try:
+        hash(value)
+    except TypeError:
+        raise TileTypeError(f"compile-time value {value!r} is not hashable") from None
+    return (type(value).__name__, value)
