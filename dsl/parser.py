@@ -424,18 +424,17 @@ def _parse(text: str, start: str, locator: _Locator):
             try:
                 parser.feed_token(token)
             except UnexpectedToken as exc:
-                expected = _accepts(lark, start, fed)
+                expected = _replay(lark, start, fed).accepts()
                 previous = fed[-1] if fed else None
                 raise _unexpected(exc, expected, token, previous, tokens, lark) from None
             fed.append(token)
             last = token
         if tokens.stack:  # the grammar is balanced: the end cannot come yet
             raise _unexpected_end(parser, tokens, lark)
-        before_end = parser.copy(deepcopy_values=False)
         try:
             tree = parser.feed_eof(last)
         except UnexpectedToken:
-            raise _unexpected_end(before_end, tokens, lark) from None
+            raise _unexpected_end(_replay(lark, start, fed), tokens, lark) from None
     except UnexpectedCharacters as exc:
         raise _bad_character(exc, text, locator) from None
     except UnexpectedInput as exc:  # not expected from an interactive LALR parse
@@ -450,14 +449,14 @@ def _parse(text: str, start: str, locator: _Locator):
         raise exc.orig_exc from None
 
 
-def _accepts(lark: Lark, start: str, tokens: list[Token]) -> set[str]:
-    """The terminals that can follow ``tokens`` (which the parser accepted). The parser that
-    rejected the next token may have made reductions that LALR(1) allows before it noticed,
-    so it is asked again from a fresh parse of the accepted tokens."""
+def _replay(lark: Lark, start: str, tokens: list[Token]):
+    """A parser that has read ``tokens`` (which were accepted before), to ask what may follow
+    them: the parser that rejected the next token may have made reductions that LALR(1)
+    allows before noticing, so it is not asked itself."""
     parser = lark.parse_interactive(start=start)
     for token in tokens:
         parser.feed_token(token)
-    return parser.accepts()
+    return parser
 
 
 def _unexpected(

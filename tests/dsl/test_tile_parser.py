@@ -193,6 +193,15 @@ def test_every_tile_block_of_the_docs_parses(page):
         parse_module(block, page.name)
 
 
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("examples/*.tile")) + sorted(ROOT.glob("stdlib/*.tile")),
+    ids=lambda p: p.name,
+)
+def test_every_shipped_tile_file_parses(path):
+    module = parse_module(path.read_text(), str(path))
+    assert module.items and module.file == str(path)
+
+
 # ---- every construct -----------------------------------------------------------------------------
 EVERYTHING = """\
 import "lib/quant.tile"; import "other \\"q\\".tile"
