@@ -84,7 +84,8 @@ class TileKernel:
         if kernel is None:
             from bittile.dsl.lower import lower_kernel
 
-            kernel = lower_kernel(self.ast, dict(const_args), functions=self.functions)
+            kernel = user_facing(lower_kernel, self.ast, dict(const_args),
+                                 functions=self.functions)
             self._cache[key] = kernel
         return kernel
 
@@ -112,7 +113,7 @@ class TileKernel:
             const_args.update(zip(names, extra))
             args = args[: len(runtime_names)]
         kernel = self.specialize(**const_args)
-        _launch(kernel, args, kwargs, backend or self._backend)
+        user_facing(_launch, kernel, args, kwargs, backend or self._backend)
 
     def __repr__(self) -> str:
         return f"<bittile kernel {self.name} at {self.ast.loc}>"
@@ -124,7 +125,18 @@ class _Specialized:
         self.ir = kernel
 
     def __call__(self, *args, backend: str | None = None, **kwargs) -> None:
-        _launch(self.ir, args, kwargs, backend or self.owner._backend)
+        user_facing(_launch, self.ir, args, kwargs, backend or self.owner._backend)
+
+
+def user_facing(fn, *args, **kwargs):
+    """Call ``fn``; re-raise a BittileError without the compiler's frames (the diagnostic
+    already shows the user's source). ``BITTILE_DEBUG=1`` keeps the full traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except BittileError as exc:
+        if os.environ.get("BITTILE_DEBUG"):
+            raise
+        raise exc.with_traceback(None) from None
 
 
 def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> None:
