@@ -52,6 +52,15 @@ class Builder:
         finally:
             self.loc = saved
 
+    @contextmanager
+    def inside(self, block: Block):
+        """Append the ops created inside the ``with`` block to ``block``."""
+        self._blocks.append(block)
+        try:
+            yield block
+        finally:
+            self._blocks.pop()
+
     def insert(self, op: Op) -> Op:
         op.verify()
         self.block.ops.append(op)
