@@ -1,7 +1,8 @@
 """The ``bittile`` command line: check, compile and run ``.tile`` files.
 
     bittile check FILE...
-    bittile compile FILE --kernel NAME [-D NAME=VALUE]... [--emit ast|ir]
+    bittile compile FILE --kernel NAME [-D NAME=VALUE]... [--emit ast|ir|ir-opt]
+    bittile opt FILE.tir --passes "canonicalize,cse,dce"
     bittile run FILE --kernel NAME --size M=128 [--size K=64] [-D NAME=VALUE]... [--seed N]
 
 User mistakes print as diagnostics (file:line:col, the source line, a caret, a hint) and exit
@@ -92,7 +93,13 @@ def cmd_compile(args) -> int:
 
         pprint.pprint(kernel.ast, width=100, sort_dicts=False)
         return 0
-    print(kernel.specialize(**_defines(args.define)), end="")
+    ir = kernel.specialize(**_defines(args.define))
+    if args.emit == "ir-opt":
+        from bittile.passes.manager import run_pipeline
+        from bittile.passes.pipelines import pipeline_for
+
+        ir = run_pipeline(ir, pipeline_for(args.target), verify=True)
+    print(ir, end="")
     return 0
 
 
@@ -151,6 +158,25 @@ def _random_tensor(dtype, shape, rng):
     return pack(values, dtype)
 
 
+def cmd_opt(args) -> int:
+    """Like mlir-opt: read textual IR, run passes, print the result."""
+    from bittile.ir.parser import parse_module
+    from bittile.ir.printer import print_module
+    from bittile.passes.manager import PassManager
+
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise BittileError(f"cannot read {args.file}: {exc.strerror}") from None
+    kernels = parse_module(text, args.file)
+    manager = PassManager(args.passes, verify=True,
+                          print_after=("all",) if args.print_ir_after_all else None,
+                          timing=args.time_passes or None)
+    print(print_module([manager.run(k) for k in kernels]), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bittile", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,11 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a compile-time parameter")
         p.set_defaults(run=fn)
         if name == "compile":
-            p.add_argument("--emit", choices=("ast", "ir"), default="ir")
+            p.add_argument("--emit", choices=("ast", "ir", "ir-opt"), default="ir")
+            p.add_argument("--target", default="interp", help="whose pipeline --emit ir-opt runs")
         else:
             p.add_argument("--size", action="append", metavar="NAME=INT")
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--backend", default=None)
+    opt = sub.add_parser("opt", help="run passes on textual IR (.tir) and print the result")
+    opt.add_argument("file")
+    opt.add_argument("--passes", required=True, help='e.g. "canonicalize,cse,dce"')
+    opt.add_argument("--print-ir-after-all", action="store_true")
+    opt.add_argument("--time-passes", action="store_true")
+    opt.set_defaults(run=cmd_opt)
     return parser
 
 
