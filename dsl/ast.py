@@ -20,8 +20,20 @@ __all__ = [
     "BinOp", "UnaryOp", "Call", "Keyword", "MethodCall", "Index", "Annotate",
     "Stmt", "Let", "Assign", "ExprStmt", "For", "If", "Return",
     "TensorTypeExpr", "ScalarTypeExpr", "Param", "ConstParam", "KernelDef", "FnDef", "Import",
-    "Module", "BINARY_OPERATORS", "UNARY_OPERATORS", "CONST_KINDS",
+    "Module", "BINARY_OPERATORS", "UNARY_OPERATORS", "CONST_KINDS", "BUILTIN_FUNCTIONS",
+    "LAYOUT_FUNCTIONS",
 ]
+
+#: The language's builtin functions (docs/language.md); ``dsl/builtins.py`` implements exactly
+#: these, and the Python frontend, the highlighter and ``bittile.<name>`` all use this list.
+BUILTIN_FUNCTIONS = (
+    "block_id", "load", "store", "zeros", "full", "arange", "cast", "view", "convert_layout",
+    "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "abs",
+    "floor", "ceil", "round", "maximum", "minimum", "pow", "where", "sum", "max", "min",
+    "broadcast", "reshape", "permute", "transpose", "dot", "cdiv",
+)
+#: Layout primitives, callable in kernels to build compile-time layouts.
+LAYOUT_FUNCTIONS = ("spatial", "local", "column_spatial", "column_local", "replicated")
 
 
 @dataclass(frozen=True)

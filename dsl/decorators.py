@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bittile.dsl.ast import BUILTIN_FUNCTIONS
 from bittile.dsl.kernel import TileFunction, TileKernel
 from bittile.errors import BittileError
 
@@ -49,12 +50,10 @@ def _helpers_visible_from(fn: Callable) -> dict:
     }
 
 
-#: Names of the language's builtins, importable from ``bittile`` for use in Python kernels.
-BUILTIN_NAMES = (
-    "grid", "block_id", "load", "store", "zeros", "full", "arange", "cast", "view",
-    "convert_layout", "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "tanh",
-    "sigmoid", "floor", "ceil", "maximum", "minimum", "where", "broadcast", "reshape",
-    "permute", "transpose", "dot", "cdiv",
+#: The builtins importable from ``bittile`` for Python kernels: all but the ones whose names
+#: are Python builtins (``sum``, ``max``...; kernels use Python's own names for those).
+BUILTIN_NAMES = ("grid",) + tuple(
+    n for n in BUILTIN_FUNCTIONS if n not in ("abs", "round", "pow", "sum", "max", "min")
 )
 
 

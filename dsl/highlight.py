@@ -29,6 +29,8 @@ from pygments.token import (
     Whitespace,
 )
 
+from bittile.dsl.ast import BUILTIN_FUNCTIONS, LAYOUT_FUNCTIONS
+
 __all__ = ["TileLexer", "DTYPES", "BUILTINS", "LAYOUTS"]
 
 DTYPES = (
@@ -37,13 +39,8 @@ DTYPES = (
     "f16", "bf16", "f32", "f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1",
 )
 CONST_KINDS = ("int", "float", "bool", "dtype", "layout")
-BUILTINS = (
-    "block_id", "load", "store", "zeros", "full", "arange", "cast", "view", "convert_layout",
-    "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "abs",
-    "floor", "ceil", "round", "maximum", "minimum", "pow", "where", "sum", "max", "min",
-    "broadcast", "reshape", "permute", "transpose", "dot", "cdiv", "range",
-)
-LAYOUTS = ("spatial", "local", "column_spatial", "column_local", "replicated")
+BUILTINS = (*BUILTIN_FUNCTIONS, "range")
+LAYOUTS = LAYOUT_FUNCTIONS
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _WORD_END = r"(?![A-Za-z0-9_])"

@@ -52,13 +52,7 @@ from bittile.errors import Loc, TileSyntaxError, TileTypeError, register_source
 __all__ = ["function_to_ast", "helper_to_ast", "BUILTIN_NAMES"]
 
 #: Every builtin of the tile language (docs/language.md), plus ``grid``.
-BUILTIN_NAMES = frozenset({
-    "grid", "block_id", "load", "store", "zeros", "full", "arange", "cast", "view",
-    "convert_layout", "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sin", "cos", "tanh",
-    "sigmoid", "abs", "floor", "ceil", "round", "maximum", "minimum", "pow", "where", "sum",
-    "max", "min", "broadcast", "reshape", "permute", "transpose", "dot", "cdiv", "spatial",
-    "local", "column_spatial", "column_local", "replicated",
-})
+BUILTIN_NAMES = frozenset({"grid", *ast.BUILTIN_FUNCTIONS, *ast.LAYOUT_FUNCTIONS})
 
 _BINOPS = {
     pyast.Add: "+", pyast.Sub: "-", pyast.Mult: "*", pyast.Div: "/", pyast.FloorDiv: "//",

@@ -1027,3 +1027,10 @@ def test_lowering_is_deterministic_and_kernels_verify():
     for src in (GEMV, MATMUL, MIXED):
         assert str(lower(src)) == str(lower(src))
     assert i32 == lower(MIXED).params[-1].type.dtype
+
+
+def test_builtins_implemented_are_exactly_the_documented_list():
+    from bittile.dsl.ast import BUILTIN_FUNCTIONS, LAYOUT_FUNCTIONS
+    from bittile.dsl.builtins import BUILTINS
+
+    assert set(BUILTINS) == set(BUILTIN_FUNCTIONS) | set(LAYOUT_FUNCTIONS)
