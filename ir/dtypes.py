@@ -305,6 +305,7 @@ def _encode_float(x: np.ndarray, dt: DType, saturate: bool) -> np.ndarray:
     if dt.has_nan:
         nan_code = (1 << (dt.bits - 1)) - 1
         mag = np.where(np.isnan(a), nan_code, mag)
+        sign = np.where(np.isnan(a), False, sign)  # one canonical NaN, whatever numpy made
     else:
         mag = np.where(np.isnan(a), 0, mag)
         sign = np.where(np.isnan(a), False, sign)
@@ -313,16 +314,14 @@ def _encode_float(x: np.ndarray, dt: DType, saturate: bool) -> np.ndarray:
 
 def _encode_native_float(x: np.ndarray, dt: DType, saturate: bool) -> np.ndarray:
     """f16 and f32 through numpy's own correctly rounded conversion (same results as
-    :func:`_encode_float`, NaN canonicalized the same way)."""
+    :func:`_encode_float`, NaN canonicalized the same way: positive, all mantissa bits set)."""
     native = _NUMPY_EQUIVALENT[dt.name]
     word = np.dtype(f"<u{dt.bits // 8}")
     if saturate:
         x = np.where(np.isfinite(x), np.clip(x, -dt.max, dt.max), x)
     with np.errstate(over="ignore", invalid="ignore"):  # NaNs are replaced below
         codes = x.astype(native).view(word).astype(np.uint64)
-    nan_code = np.uint64((1 << (dt.bits - 1)) - 1) | np.where(
-        np.signbit(x), np.uint64(1 << (dt.bits - 1)), np.uint64(0)
-    )
+    nan_code = np.uint64((1 << (dt.bits - 1)) - 1)
     return np.where(np.isnan(x), nan_code, codes)
 
 

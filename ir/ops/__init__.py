@@ -16,6 +16,7 @@ from bittile.ir.ops.elementwise import (
     compare_op_class,
     unary_op_class,
 )
+from bittile.ir.ops.fused import ELEMENTWISE_OPS, DequantDotOp, FusedElementwiseOp
 from bittile.ir.ops.memory import LoadOp, StoreOp
 from bittile.ir.ops.shape import (
     REDUCE_OPS,

@@ -1,0 +1,167 @@
+"""Differential checkers: a transformation must not change what the interpreter computes.
+
+``assert_pipeline_preserves(kernel, "canonicalize,cse")`` runs ``kernel`` with the interpreter
+before and after the pipeline (verifying the IR after every pass) on copies of the same
+random arguments, and fails unless every element of every tensor argument has the same bits
+afterwards (NaN payloads and the sign of zero included). The failure message shows the
+pipeline, the first differing element and both kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bittile.backends import interp
+from bittile.errors import BittileError
+from bittile.ir.core import Kernel
+from bittile.ir.dtypes import DType
+from bittile.ir.printer import print_kernel
+from bittile.ir.types import ScalarType, TensorType
+from bittile.passes.base import Pass, format_pipeline, parse_pipeline
+from bittile.passes.manager import run_pipeline
+from bittile.runtime.packed import PackedTensor, pack
+from bittile.testing.ir_strategies import GeneratedKernel, random_values
+
+__all__ = ["assert_pipeline_preserves", "run_codes", "special_codes"]
+
+
+def assert_pipeline_preserves(
+    kernel: Kernel | GeneratedKernel,
+    passes: Sequence[Pass] | str,
+    *,
+    args: dict[str, Any] | None = None,
+    sizes: dict[str, int] | None = None,
+    rng: np.random.Generator | None = None,
+) -> Kernel:
+    """Check that ``passes`` keep the interpreter's results of ``kernel`` bit-exact; return
+    the transformed kernel.
+
+    ``args`` maps parameter names to arguments (numpy arrays of the parameter's numpy type,
+    carrier arrays of values as from :func:`random_values`, :class:`PackedTensor`, scalars);
+    they are copied for each run. Without ``args``, a :class:`GeneratedKernel` draws them with
+    ``random_arguments`` (infinities and NaNs included), and a plain kernel gets random values
+    for tensors shaped by ``sizes`` (a value for every size symbol) and for scalars; then a
+    quarter of every tensor's elements are replaced by :func:`special_codes` (uniformly random
+    codes almost never are ``-0.0`` or a NaN with a payload, where rewrites go wrong).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if isinstance(kernel, GeneratedKernel):
+        before = kernel.kernel
+        if args is None:
+            args = _salted(kernel.kernel, kernel.random_arguments(rng, nonfinite=True), rng)
+    else:
+        before = kernel
+        if args is None:
+            args = _salted(kernel, _random_arguments(kernel, sizes or {}, rng), rng)
+    pipeline = passes if isinstance(passes, str) else format_pipeline(passes)
+    after = run_pipeline(before, parse_pipeline(pipeline), verify=True)
+    expected, got = run_codes(before, args), run_codes(after, args)
+    difference = _first_difference(expected, got)
+    if difference is not None:
+        raise AssertionError(
+            f"the pipeline {pipeline!r} changed the interpreter's results: {difference}\n"
+            f"--- before ---\n{print_kernel(before)}--- after ---\n{print_kernel(after)}"
+        )
+    return after
+
+
+def run_codes(kernel: Kernel, args: dict[str, Any]) -> dict[str, np.ndarray] | BittileError:
+    """Run ``kernel`` with the interpreter on copies of ``args``; the codes of every tensor
+    argument afterwards, or the error the launch raised."""
+    copies = {}
+    for p in kernel.params:
+        value = args[p.name]
+        copies[p.name] = _tensor_copy(p.type, value) if isinstance(p.type, TensorType) else value
+    try:
+        interp.run(kernel, **copies)
+    except BittileError as exc:
+        return exc
+    return {name: _codes(value) for name, value in copies.items()
+            if isinstance(value, (PackedTensor, np.ndarray))}
+
+
+def _tensor_copy(type_: TensorType, value):
+    if isinstance(value, PackedTensor):
+        return PackedTensor(value.bytes_view().copy(), value.shape, value.dtype)
+    value = np.asarray(value)
+    native = type_.dtype.numpy_dtype()
+    if value.dtype == native or (value.dtype.name == "bfloat16" and type_.dtype.name == "bf16"):
+        return value.copy()
+    return pack(value, type_.dtype)  # carrier values (int64 / float64)
+
+
+def _codes(value) -> np.ndarray:
+    if isinstance(value, PackedTensor):
+        return value.codes()
+    return value.view(f"u{value.dtype.itemsize}")
+
+
+def _first_difference(expected, got) -> str | None:
+    if isinstance(expected, BittileError) or isinstance(got, BittileError):
+        if type(expected) is type(got):
+            return None
+        return f"before: {_outcome(expected)}; after: {_outcome(got)}"
+    for name, codes in expected.items():
+        other = got[name]
+        if not np.array_equal(codes, other):
+            index = tuple(int(i) for i in np.argwhere(codes != other)[0])
+            return (f"tensor {name!r} differs first at index {list(index)}: code "
+                    f"{int(codes[index]):#x} before, {int(other[index]):#x} after")
+    return None
+
+
+def _outcome(result) -> str:
+    if isinstance(result, BittileError):
+        return f"{type(result).__name__}: {result}"
+    return "ran"
+
+
+def _random_arguments(kernel: Kernel, sizes: dict[str, int],
+                      rng: np.random.Generator) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for p in kernel.params:
+        if isinstance(p.type, TensorType):
+            shape = tuple(d.evaluate(sizes) for d in p.type.shape)
+            args[p.name] = random_values(p.type.dtype, shape, rng, nonfinite=True)
+        elif p.name in sizes:  # an integer scalar that shapes use
+            args[p.name] = sizes[p.name]
+        elif isinstance(p.type, ScalarType):
+            args[p.name] = random_values(p.type.dtype, (), rng).item()
+    return args
+
+
+def special_codes(dtype: DType) -> np.ndarray:
+    """The codes of values where exact rewrites tend to break: zeros of both signs, one and
+    minus one, the extremes, the smallest subnormal, infinities, and NaNs of both signs, with
+    and without a payload."""
+    if dtype.is_int:
+        values = np.array([0, 1, -1, dtype.min, dtype.max, dtype.min + 1, dtype.max - 1])
+        return np.unique(dtype.encode(dtype.wrap(values)).astype(np.uint64))
+    sign = 1 << (dtype.bits - 1)
+    finite = [0.0, 1.0, dtype.max, dtype.smallest_subnormal, dtype.smallest_normal]
+    codes = [int(c) for c in dtype.encode(np.array(finite))]
+    if dtype.has_inf:
+        codes.append(int(dtype.encode(np.array([np.inf]))[0]))
+    if dtype.has_nan:
+        canonical = sign - 1
+        codes.append(canonical)
+        if dtype.has_inf:  # IEEE types: every code above inf is a NaN
+            codes += [canonical - 1, int(dtype.encode(np.array([np.inf]))[0]) + 1]
+    codes += [c | sign for c in codes]
+    return np.unique(np.array(codes, np.uint64))
+
+
+def _salted(kernel: Kernel, args: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """``args`` with a quarter of each tensor's elements replaced by special codes."""
+    salted = dict(args)
+    for p in kernel.params:
+        if isinstance(p.type, TensorType):
+            dtype = p.type.dtype
+            codes = dtype.encode(np.asarray(args[p.name])).astype(np.uint64)
+            chosen = rng.random(codes.shape) < 0.25
+            codes[chosen] = rng.choice(special_codes(dtype), size=int(chosen.sum()))
+            salted[p.name] = PackedTensor.from_codes(codes, dtype)
+    return salted
