@@ -19,6 +19,7 @@ from bittile.ir.bitstream import pack_codes, unpack_codes
 from bittile.ir.core import Kernel, Param
 from bittile.ir.dtypes import DType
 from bittile.ir.ops import StoreOp
+from bittile.ir.ops.packed import StoreWordsOp
 from bittile.ir.symbolic import Sym
 from bittile.ir.types import ScalarType, TensorType
 from bittile.runtime.packed import PackedTensor, check_representable
@@ -229,7 +230,11 @@ def bind_arguments(kernel: Kernel, args: tuple, kwargs: dict) -> BoundArgs:
 def written_params(kernel: Kernel) -> set[str]:
     """Names of the tensor parameters that the kernel stores to."""
     names = {id(v): p.name for p, v in zip(kernel.params, kernel.body.args)}
-    return {names[id(op.tensor)] for op in kernel.walk() if isinstance(op, StoreOp)}
+    return {names[id(op.tensor)] for op in kernel.walk() if _writes(op)}
+
+
+def _writes(op) -> bool:
+    return isinstance(op, (StoreOp, StoreWordsOp))
 
 
 def kernel_param(kernel: Kernel, name: str) -> Param:

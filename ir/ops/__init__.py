@@ -18,6 +18,7 @@ from bittile.ir.ops.elementwise import (
 )
 from bittile.ir.ops.fused import ELEMENTWISE_OPS, DequantDotOp, FusedElementwiseOp
 from bittile.ir.ops.memory import LoadOp, StoreOp
+from bittile.ir.ops.packed import WORD_DTYPES, LoadWordsOp, StoreWordsOp
 from bittile.ir.ops.shape import (
     REDUCE_OPS,
     BroadcastOp,

@@ -359,8 +359,24 @@ def test_fused_ops_round_trip_exactly():
     assert print_kernel(parse_kernel(FUSED_TEXT)) == FUSED_TEXT
 
 
+WORDS_TEXT = """\
+kernel @words(%x: tensor<u3[N]>, %i: tensor<i32[8]>) grid(1) {
+  %0 = arith.constant() {dtype = i32, value = 0} : i32
+  %1 = tile.load(%i, %0) {shape = [8]} : tile<i32[8]>
+  %2 = packed.load_words(%x, %1) {dtype = u16} : tile<u16[8]>
+  %3 = arith.constant() {dtype = u16, value = 7} : u16
+  %4 = tile.full(%3) {shape = [8]} : tile<u16[8]>
+  packed.store_words(%x, %1, %2, %4)
+}
+"""
+
+
+def test_word_ops_round_trip_exactly():
+    assert print_kernel(parse_kernel(WORDS_TEXT)) == WORDS_TEXT
+
+
 #: Exact printed tests of ops added by later passes register their text here.
-EXTRA_TEXTS = [FUSED_TEXT]
+EXTRA_TEXTS = [FUSED_TEXT, WORDS_TEXT]
 
 
 def test_every_registered_op_is_covered_by_an_exact_test():
