@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from bittile.dsl import ast
-from bittile.dsl.lower import describe, is_number, is_runtime, is_tensor, is_tile, num_kind
+from bittile.dsl.lower_values import (
+    describe,
+    is_number,
+    is_runtime,
+    is_tensor,
+    is_tile,
+    num_kind,
+)
 from bittile.errors import IRError
 from bittile.ir import layout as layouts
 from bittile.ir import ops
