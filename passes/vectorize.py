@@ -1,12 +1,8 @@
 """``vectorize{target=...}``: choose a vector width for every ``tile.load`` / ``tile.store``.
 
-This is an **analysis** today. ``tile.load`` and ``tile.store`` have no attribute to record a
-vector width on (see ``ir/ops/memory.py``), so the pass returns its kernel unchanged and the
-plan is computed by :func:`vector_plan`, which backends may call directly. Recording it would
-need, in ``ir/ops/memory.py``, an optional ``vector_width: int | None = attr(None)`` on both
-``LoadOp`` and ``StoreOp`` (a power of two, checked by ``verify`` to divide the last tile
-dimension and to be at most the run length defined below); the pass would then rebuild each
-load/store with it, and the interpreter would ignore it.
+The pass records the width as the op's ``vector_width`` attribute (a hint for backends; the
+interpreter ignores it, so results cannot change); :func:`vector_plan` computes the same plan
+for backends that want it without rewriting.
 
 The width of a load (of its result) or a store (of its stored value) is the largest power of
 two ``p`` such that
@@ -21,7 +17,9 @@ It uses the tile's layout; a tile without one (the pass was not preceded by
 is assumed about the alignment of the tensor offsets: the width says how many elements one
 vector instruction may move, not that the access is aligned.
 
-Precondition: a verified kernel. Postcondition: the kernel is returned unchanged.
+Precondition: a verified kernel. Postcondition: every load and store carries the
+``vector_width`` of :func:`vector_plan` (1 where no vector access is possible); nothing else
+changes.
 """
 
 from __future__ import annotations
@@ -30,11 +28,12 @@ import numpy as np
 
 from bittile.backends.target import Target
 from bittile.ir import ops
-from bittile.ir.core import Block, Kernel, Op
+from bittile.ir.core import Block, Kernel, Op, Value
 from bittile.ir.layout import RegisterLayout
 from bittile.ir.types import TileType
 from bittile.passes.base import Pass, register_pass
 from bittile.passes.layout_inference import default_layout, get_target
+from bittile.passes.rewrite import Rewriter
 
 __all__ = ["Vectorize", "vector_plan", "contiguous_run"]
 
@@ -91,5 +90,17 @@ class Vectorize(Pass):
     target: str = "interp"
 
     def run(self, kernel: Kernel) -> Kernel:
-        get_target(self.target)  # an unknown target is an error, as for layout-inference
-        return kernel
+        plan = vector_plan(kernel, self.target)
+
+        class Mark(Rewriter):
+            def rewrite(self, op, operands):
+                if op not in plan or plan[op] == getattr(op, "vector_width", None):
+                    return None
+                attributes = {**op.attributes, "vector_width": plan[op]}
+                regions = tuple(self.clone_region(r) for r in op.regions)
+                results = tuple(Value(r.type, r.name_hint) for r in op.results)
+                new = type(op).from_generic(operands, attributes, results, regions, op.loc)
+                self.builder.insert(new)
+                return results
+
+        return Mark().run(kernel)

@@ -46,6 +46,9 @@ class LoadOp(Op):
     offsets: tuple[Value, ...] = operands()
     shape: tuple[int, ...] = attr()
     layout: RegisterLayout | None = attr(None)
+    #: elements per vector access along the last dimension (set by ``vectorize``); a hint for
+    #: backends, meaningless to the interpreter
+    vector_width: int | None = attr(None)
     out: Value = result()
 
     @classmethod
@@ -65,6 +68,19 @@ class LoadOp(Op):
                 f"the tensor has rank {self.tensor.type.rank}"
             )
         _check_result(self, TileType(self.tensor.type.dtype, self.shape, self.layout))
+        _check_vector_width(self, self.shape)
+
+
+def _check_vector_width(op: Op, shape: tuple[int, ...]) -> None:
+    width = op.vector_width
+    if width is None:
+        return
+    if (not isinstance(width, int) or isinstance(width, bool) or width < 1
+            or width & (width - 1) or shape[-1] % width):
+        raise op.error(
+            f"vector_width {width!r} must be a power of two dividing the last dimension "
+            f"({shape[-1]})"
+        )
 
 
 @register_op
@@ -75,6 +91,7 @@ class StoreOp(Op):
     tensor: Value = operand()
     offsets: tuple[Value, ...] = operands()
     value: Value = operand()
+    vector_width: int | None = attr(None)
 
     @classmethod
     def create(cls, tensor: Value, offsets, value: Value, loc=None) -> StoreOp:
@@ -93,5 +110,6 @@ class StoreOp(Op):
                 f"stores a rank-{self.value.type.rank} tile into a rank-"
                 f"{self.tensor.type.rank} tensor"
             )
+        _check_vector_width(self, self.value.type.shape)
 
 

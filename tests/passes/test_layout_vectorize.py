@@ -5,6 +5,7 @@ the default-layout rule and the vector plan give what their docstrings promise."
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 import pytest
@@ -25,6 +26,7 @@ from bittile.passes.layout_inference import (
     get_target,
     infer_layouts,
 )
+from bittile.passes.manager import run_pipeline
 from bittile.passes.vectorize import Vectorize, contiguous_run, vector_plan
 from bittile.testing.checkers import assert_pipeline_preserves
 from bittile.testing.ir_strategies import kernels_with_sizes
@@ -71,7 +73,13 @@ def test_layout_inference_preserves_results_on_every_target(generated):
             tile = op.out.type if isinstance(op, ops.LoadOp) else op.value.type
             assert width & (width - 1) == 0 and tile.shape[-1] % width == 0
             assert width <= target.vector_lanes(tile.dtype.bits)
-        assert Vectorize(target=name).run(after) is after
+        # vectorize records exactly that plan and changes nothing else
+        marked = run_pipeline(after, f"vectorize{{target={name}}}", verify=True)
+        widths = [op.vector_width for op in marked.walk()
+                  if isinstance(op, (ops.LoadOp, ops.StoreOp))]
+        assert sorted(widths) == sorted(plan.values())
+        unmarked = re.sub(r" \{vector_width = \d+\}|, vector_width = \d+", "", str(marked))
+        assert unmarked == str(after)
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
