@@ -3,18 +3,20 @@
 A :class:`TileKernel` holds a kernel's AST (from either frontend) and the helper functions it
 can call. Calling it splits the arguments into compile-time values (by the names of its
 compile-time parameters) and runtime arguments, specializes the kernel on the compile-time
-values (lowering to IR once per distinct set, cached), and launches it.
+values (lowering to IR once per distinct set, cached), and launches it. Helper functions are
+looked up when a specialization is first lowered; redefining a helper later does not change
+specializations already made.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from bittile.dsl import ast
 from bittile.errors import BittileError, LaunchError, TileTypeError
 from bittile.ir.core import Kernel
+from bittile.runtime import config
 
 __all__ = ["TileKernel", "TileFunction", "BACKENDS"]
 
@@ -134,13 +136,13 @@ def user_facing(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except BittileError as exc:
-        if os.environ.get("BITTILE_DEBUG"):
+        if config.get("BITTILE_DEBUG"):
             raise
         raise exc.with_traceback(None) from None
 
 
 def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> None:
-    name = backend or os.environ.get("BITTILE_BACKEND") or "interp"
+    name = backend or config.get("BITTILE_BACKEND") or "interp"
     if name not in BACKENDS:
         raise LaunchError(
             f"unknown or unavailable backend {name!r}",
@@ -152,7 +154,13 @@ def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> N
 
 
 def _cache_key(value):
-    if isinstance(value, (bool, int, float, str)):
+    """A key that tells apart values that compare equal but compile differently (1 and 1.0,
+    0.0 and -0.0, (1, 2) and (1.0, 2.0)) and that is equal to itself for NaN."""
+    if isinstance(value, tuple):
+        return ("tuple", tuple(_cache_key(v) for v in value))
+    if isinstance(value, float):
+        return ("float", value.hex())
+    if isinstance(value, (bool, int, str)):
         return (type(value).__name__, value)
     try:
         hash(value)

@@ -16,6 +16,9 @@ from bittile.errors import BittileError, Loc, TileSyntaxError
 
 __all__ = ["TileModule", "load_module", "load_source"]
 
+#: attribute names of TileModule itself, which kernels and functions cannot take
+_RESERVED = frozenset({"kernels", "functions"})
+
 
 class TileModule(SimpleNamespace):
     """The kernels and functions of one ``.tile`` file, as attributes."""
@@ -56,6 +59,7 @@ class _Loader:
         self.done: dict[str, TileModule] = {}
 
     def load_file(self, path: str, at: Loc | None) -> TileModule:
+        path = os.path.realpath(path)
         if path in self.done:
             return self.done[path]
         if path in self.loading:
@@ -70,15 +74,16 @@ class _Loader:
                 text = f.read()
         except OSError as exc:
             raise BittileError(f"cannot read {path}: {exc.strerror}", at) from None
-        module = self.load_text(text, path, os.path.dirname(path))
+        module = self.load_text(text, path, os.path.dirname(path), key=path)
         self.done[path] = module
         return module
 
-    def load_text(self, text: str, filename: str, directory: str) -> TileModule:
+    def load_text(self, text: str, filename: str, directory: str,
+                  key: str | None = None) -> TileModule:
         from bittile.dsl.parser import parse_module
 
         tree = parse_module(text, filename)
-        self.loading.append(filename)
+        self.loading.append(key or filename)
         try:
             functions: dict[str, ast.FnDef] = {}
             kernels: dict[str, TileKernel] = {}
@@ -87,9 +92,17 @@ class _Loader:
                     other = self.load_file(os.path.join(directory, item.path), item.loc)
                     functions.update(other.functions)
                     kernels.update(other.kernels)
-            defined: dict[str, Loc] = {}
+            defined: dict[str, Loc] = {
+                name: getattr(value, "ast", value).loc
+                for name, value in (*functions.items(), *kernels.items())
+            }
             for item in tree.items:
                 if isinstance(item, (ast.FnDef, ast.KernelDef)):
+                    if item.name in _RESERVED:
+                        raise TileSyntaxError(
+                            f"{item.name!r} cannot name a kernel or function: a module uses it",
+                            item.loc, hint="choose another name",
+                        )
                     if item.name in defined:
                         raise TileSyntaxError(
                             f"{item.name!r} is defined twice (first at {defined[item.name]})",

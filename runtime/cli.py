@@ -12,7 +12,6 @@ with status 1; ``BITTILE_DEBUG=1`` shows the compiler's traceback as well.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -212,7 +211,9 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except BittileError as exc:
-        if os.environ.get("BITTILE_DEBUG"):
+        from bittile.runtime import config
+
+        if config.get("BITTILE_DEBUG"):
             raise
         print(exc.render(), file=sys.stderr)
         return 1

@@ -147,3 +147,33 @@ def test_console_script_is_installed(scale_file):
     out = subprocess.run([sys.executable, "-m", "bittile.runtime.cli", "check", str(scale_file)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_self_import_through_another_spelling_is_a_cycle(tmp_path):
+    (tmp_path / "d.tile").write_text('import "./d.tile"\n')
+    with pytest.raises(TileSyntaxError, match="import cycle: d.tile -> d.tile"):
+        bittile.load_module(tmp_path / "d.tile")
+
+
+def test_local_definition_clashing_with_an_import(tmp_path):
+    (tmp_path / "a.tile").write_text("fn scale(v) {\n    return v\n}\n")
+    (tmp_path / "b.tile").write_text('import "a.tile"\n' + SCALE[SCALE.index("kernel"):])
+    with pytest.raises(TileSyntaxError, match="'scale' is defined twice"):
+        bittile.load_module(tmp_path / "b.tile")
+    with pytest.raises(TileSyntaxError, match="cannot name a kernel"):
+        bittile.load_source("fn kernels(v) {\n    return v\n}\n", "reserved.tile")
+
+
+def test_specializations_tell_apart_equal_but_different_values():
+    module = bittile.load_source(
+        "kernel k[S: float = 1.0](y: f32[N]) grid(1) {\n"
+        "    store(y, [0], full(f32, [1], S))\n}\n", "k.tile")
+    a, b = module.k.specialize(S=0.0), module.k.specialize(S=-0.0)
+    assert a is not b and "-0.0" in str(b)
+    assert module.k.specialize(S=float("nan")) is module.k.specialize(S=float("nan"))
+
+
+def test_debug_switch_zero_means_off(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("BITTILE_DEBUG", "0")
+    assert main(["compile", str(tmp_path / "missing.tile")]) == 1
+    assert "cannot read" in capsys.readouterr().err
