@@ -7,6 +7,7 @@ as they are built, so ``Const`` subexpressions never combine with each other.
 
 from __future__ import annotations
 
+import abc
 import operator
 from dataclasses import dataclass
 
@@ -46,16 +47,18 @@ BINARY_OPS = {
 }
 
 
-class SymExpr:
+class SymExpr(abc.ABC):
     """Base of symbolic integer expressions; supports + - * // % with ints and expressions."""
 
     precedence = 3
 
+    @abc.abstractmethod
     def evaluate(self, env: dict[str, int]) -> int:
-        raise NotImplementedError
+        """The value with every symbol taken from ``env``."""
 
+    @abc.abstractmethod
     def symbols(self) -> frozenset[str]:
-        raise NotImplementedError
+        """The names this expression uses."""
 
     def __add__(self, other):
         return _binary("add", self, other)

@@ -11,6 +11,7 @@ where ``{name=value, ...}`` sets options (ints, floats, true/false, or bare word
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ PASS_REGISTRY: dict[str, type[Pass]] = {}
 
 
 @dataclass(frozen=True)
-class Pass:
+class Pass(abc.ABC):
     """Base class of passes. Subclasses set ``name`` and implement :meth:`run`."""
 
     name: ClassVar[str] = ""
 
+    @abc.abstractmethod
     def run(self, kernel: Kernel) -> Kernel:
-        raise NotImplementedError(f"pass {self.name} does not implement run()")
+        """The transformed kernel (a new one; ``kernel`` itself is never modified)."""
 
     def __str__(self) -> str:
         options = [

@@ -4,6 +4,8 @@ zero-trip loops, step 0), if/else, grids and block ids, sizes, and a whole GEMV 
 from __future__ import annotations
 
 import itertools
+import pathlib
+import runpy
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import bittile
 from bittile import LaunchError
 from bittile.backends import interp
 from bittile.ir.builder import KernelBuilder
-from bittile.ir.symbolic import Sym, cdiv
+from bittile.ir.symbolic import cdiv
 
 
 def loop_kernel():
@@ -206,25 +208,8 @@ def test_three_dimensional_grid_order():
 # ---- a whole kernel ------------------------------------------------------------------------------
 def test_u4_gemv_with_group_scales_against_numpy():
     block_n, block_k, group = 8, 32, 16
-    kb = KernelBuilder("gemv_u4")
-    w = kb.tensor("w", bittile.u4, ["N", "K"])
-    s = kb.tensor("s", bittile.f32, ["N", Sym("K") // group])
-    x = kb.tensor("x", bittile.f32, ["K"])
-    y = kb.tensor("y", bittile.f32, ["N"])
-    kb.grid(cdiv("N", block_n))
-    b = kb.builder
-    n0 = b.mul(b.block_id(0), block_n)
-    groups = block_k // group
-    with b.for_range(0, b.size("K"), block_k, [b.zeros([block_n], bittile.f32)]) as loop:
-        k0, acc = loop.iv, loop.carried[0]
-        wq = b.cast(b.load(w, [n0, k0], [block_n, block_k]), bittile.f32)
-        sc = b.load(s, [n0, b.div(k0, group)], [block_n, groups])
-        sc = b.broadcast(b.reshape(sc, [block_n, groups, 1]), [block_n, groups, group])
-        xs = b.broadcast(b.reshape(b.load(x, [k0], [block_k]), [1, block_k]), [block_n, block_k])
-        prod = b.mul(b.mul(wq, b.reshape(sc, [block_n, block_k])), xs)
-        loop.yield_(b.add(acc, b.sum(prod, axis=1)))
-    b.store(y, [n0], loop.results[0])
-    kernel = kb.finish()
+    demo = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "examples" / "demo.py"))
+    kernel = demo["build_gemv_u4"](block_n=block_n, block_k=block_k, group=group)
     n, k = 21, 96
     rng = np.random.default_rng(0)
     wv = rng.integers(0, 16, size=(n, k))

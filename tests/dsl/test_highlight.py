@@ -115,5 +115,5 @@ def test_registered_with_pygments_when_installed():
     try:
         lexer = get_lexer_by_name("tile")
     except ClassNotFound:
-        pytest.skip("the pygments.lexers entry point is not installed (pyproject.toml)")
+        pytest.fail("pyproject.toml's pygments.lexers entry point 'tile' is not installed")
     assert isinstance(lexer, TileLexer)

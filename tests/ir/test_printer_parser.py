@@ -7,6 +7,7 @@ kernels, symbolic expressions, and the parser's error messages and locations."""
 from __future__ import annotations
 
 import math
+import pathlib
 import re
 
 import numpy as np
@@ -332,51 +333,15 @@ def test_every_elementwise_op_prints_exactly(name, accepts):
     assert text.splitlines()[3] == f"  %2 = {name}({operands}) : tile<{result}[8]>"
 
 
-FUSED_TEXT = """\
-kernel @fused(%w: tensor<u4[4, 8]>, %x: tensor<f32[2, 4]>, %y: tensor<f32[2, 8]>, %a: f32) grid(1) {
-  %0 = arith.constant() {dtype = i32, value = 0} : i32
-  %1 = tile.load(%w, %0, %0) {shape = [4, 8]} : tile<u4[4, 8]>
-  %2, %3 = tile.fused(%1, %a) ({
-  ^(%4: u4, %5: f32):
-    %6 = tile.cast(%4) {dtype = f32} : f32
-    %7 = arith.mul(%6, %5) : f32
-    scf.yield(%7, %6)
-  }) {shape = [4, 8]} : tile<f32[4, 8]>, tile<f32[4, 8] @ spatial(4, 8)>
-  %8 = tile.load(%x, %0, %0) {shape = [2, 4]} : tile<f32[2, 4]>
-  %9 = tile.load(%y, %0, %0) {shape = [2, 8]} : tile<f32[2, 8]>
-  %10 = tile.dequant_dot(%8, %9, %1, %a) ({
-  ^(%11: u4, %12: f32):
-    %13 = tile.cast(%11) {dtype = f32} : f32
-    %14 = arith.mul(%13, %12) : f32
-    scf.yield(%14)
-  }) {dequantized = "b"} : tile<f32[2, 8]>
-  tile.store(%y, %0, %0, %10)
-}
-"""
+#: IR texts of ops that later passes add, one file each, shared with those passes' tests.
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
+EXTRA_TEXTS = [p.read_text() for p in sorted(DATA.glob("*.tir"))]
 
 
-def test_fused_ops_round_trip_exactly():
-    assert print_kernel(parse_kernel(FUSED_TEXT)) == FUSED_TEXT
-
-
-WORDS_TEXT = """\
-kernel @words(%x: tensor<u3[N]>, %i: tensor<i32[8]>) grid(1) {
-  %0 = arith.constant() {dtype = i32, value = 0} : i32
-  %1 = tile.load(%i, %0) {shape = [8]} : tile<i32[8]>
-  %2 = packed.load_words(%x, %1) {dtype = u16} : tile<u16[8]>
-  %3 = arith.constant() {dtype = u16, value = 7} : u16
-  %4 = tile.full(%3) {shape = [8]} : tile<u16[8]>
-  packed.store_words(%x, %1, %2, %4)
-}
-"""
-
-
-def test_word_ops_round_trip_exactly():
-    assert print_kernel(parse_kernel(WORDS_TEXT)) == WORDS_TEXT
-
-
-#: Exact printed tests of ops added by later passes register their text here.
-EXTRA_TEXTS = [FUSED_TEXT, WORDS_TEXT]
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.tir")), ids=lambda p: p.name)
+def test_data_texts_round_trip_exactly(path):
+    text = path.read_text()
+    assert print_kernel(parse_kernel(text, str(path))) == text
 
 
 def test_every_registered_op_is_covered_by_an_exact_test():

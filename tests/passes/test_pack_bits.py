@@ -7,6 +7,7 @@ Also the word ops themselves, checked against a Python big-integer model of the 
 from __future__ import annotations
 
 import math
+import pathlib
 from pathlib import Path
 
 import numpy as np
@@ -567,16 +568,7 @@ def test_word_ops_read_and_write_the_bitstream(dtype, word):
     assert int.from_bytes(out["x"], "little") == stream
 
 
-WORDS_TEXT = """\
-kernel @words(%x: tensor<u3[N]>, %i: tensor<i32[8]>) grid(1) {
-  %0 = arith.constant() {dtype = i32, value = 0} : i32
-  %1 = tile.load(%i, %0) {shape = [8]} : tile<i32[8]>
-  %2 = packed.load_words(%x, %1) {dtype = u16} : tile<u16[8]>
-  %3 = arith.constant() {dtype = u16, value = 7} : u16
-  %4 = tile.full(%3) {shape = [8]} : tile<u16[8]>
-  packed.store_words(%x, %1, %2, %4)
-}
-"""
+WORDS_TEXT = (pathlib.Path(__file__).resolve().parents[1] / "data" / "words.tir").read_text()
 
 
 def test_word_ops_print_exactly_and_verify_their_operands():
