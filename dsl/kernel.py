@@ -21,7 +21,7 @@ from bittile.runtime import config
 __all__ = ["TileKernel", "TileFunction", "BACKENDS"]
 
 #: Backends a kernel can run on today, by name.
-BACKENDS = ("interp",)
+BACKENDS = ("interp", "llvm")
 
 
 class TileFunction:
@@ -148,6 +148,11 @@ def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> N
             f"unknown or unavailable backend {name!r}",
             hint=f"available backends: {', '.join(BACKENDS)}",
         )
+    if name == "llvm":
+        from bittile.backends.llvm import backend as llvm_backend
+
+        llvm_backend.run(kernel, *args, **kwargs)
+        return
     from bittile.backends import interp
 
     interp.run(kernel, *args, **kwargs)

@@ -34,15 +34,15 @@ def build_gemv_u4(block_n: int = 16, block_k: int = 64, group: int = 32):
     b = kb.builder
     n0 = b.mul(b.block_id(0), block_n)
     groups = block_k // group
-    with b.for_range(0, b.size("K"), block_k, [b.zeros([block_n], bittile.f32)]) as loop:
+    with b.for_range(0, b.size("K"), block_k, [b.zeros([block_n, 1], bittile.f32)]) as loop:
         k0, acc = loop.iv, loop.carried[0]
         wq = b.cast(b.load(w, [n0, k0], [block_n, block_k]), bittile.f32)
         sc = b.load(s, [n0, b.div(k0, group)], [block_n, groups])
         sc = b.broadcast(b.reshape(sc, [block_n, groups, 1]), [block_n, groups, group])
-        xs = b.broadcast(b.reshape(b.load(x, [k0], [block_k]), [1, block_k]), [block_n, block_k])
-        prod = b.mul(b.mul(wq, b.reshape(sc, [block_n, block_k])), xs)
-        loop.yield_(b.add(acc, b.sum(prod, axis=1)))
-    b.store(y, [n0], loop.results[0])
+        wf = b.mul(wq, b.reshape(sc, [block_n, block_k]))
+        xs = b.reshape(b.load(x, [k0], [block_k]), [block_k, 1])
+        loop.yield_(b.dot(wf, xs, acc))
+    b.store(y, [n0], b.reshape(loop.results[0], [block_n]))
     return kb.finish()
 
 

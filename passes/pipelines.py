@@ -11,6 +11,9 @@ __all__ = ["PIPELINES", "pipeline_for"]
 #: only the cleanups (which must never change a result).
 PIPELINES = {
     "interp": "canonicalize,cse,dce",
+    # the llvm backend fuses elementwise chains itself (lazily evaluated tiles); fusing
+    # dequantization into dots lets it pick a dot lowering for low-bit operands
+    "llvm": "canonicalize,cse,dce,fuse-elementwise,fuse-dequant-dot,dce",
 }
 
 

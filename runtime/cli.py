@@ -1,7 +1,7 @@
 """The ``bittile`` command line: check, compile and run ``.tile`` files.
 
     bittile check FILE...
-    bittile compile FILE --kernel NAME [-D NAME=VALUE]... [--emit ast|ir|ir-opt]
+    bittile compile FILE --kernel NAME [-D NAME=VALUE]... [--emit ast|ir|ir-opt|llvm|llvm-opt|asm]
     bittile opt FILE.tir --passes "canonicalize,cse,dce"
     bittile run FILE --kernel NAME --size M=128 [--size K=64] [-D NAME=VALUE]... [--seed N]
 
@@ -93,6 +93,16 @@ def cmd_compile(args) -> int:
         pprint.pprint(kernel.ast, width=100, sort_dicts=False)
         return 0
     ir = kernel.specialize(**_defines(args.define))
+    if args.emit in ("llvm", "llvm-opt", "asm"):
+        from bittile.backends.llvm import backend
+
+        if args.emit == "llvm":
+            print(backend.llvm_ir(ir), end="")
+            return 0
+        compiled = backend.compile_kernel(ir, args.cpu)
+        print(compiled.module.optimized_ir if args.emit == "llvm-opt"
+              else compiled.module.assembly(), end="")
+        return 0
     if args.emit == "ir-opt":
         from bittile.passes.manager import run_pipeline
         from bittile.passes.pipelines import pipeline_for
@@ -191,8 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a compile-time parameter")
         p.set_defaults(run=fn)
         if name == "compile":
-            p.add_argument("--emit", choices=("ast", "ir", "ir-opt"), default="ir")
+            p.add_argument("--emit", choices=("ast", "ir", "ir-opt", "llvm", "llvm-opt", "asm"),
+                           default="ir",
+                           help="ir-opt: after a target's passes; llvm: the LLVM IR the llvm "
+                                "backend generates; llvm-opt: after LLVM's optimizations; asm: "
+                                "the machine code")
             p.add_argument("--target", default="interp", help="whose pipeline --emit ir-opt runs")
+            p.add_argument("--cpu", default=None,
+                           help="CPU level for llvm-opt/asm: host (default), avx512, avx2, sse")
         else:
             p.add_argument("--size", action="append", metavar="NAME=INT")
             p.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,7 @@ __all__ = ["Switch", "SWITCHES", "get"]
 @dataclass(frozen=True)
 class Switch:
     name: str
-    kind: str  # "bool" | "str" | "list"
+    kind: str  # "bool" | "int" | "str" | "list"
     default: object
     changes_codegen: bool
     help: str
@@ -39,6 +39,11 @@ SWITCHES = {
         Switch("BITTILE_DUMP_DIR", "str", None, False,
                "write the IR before the first pass and after every pass to this folder"),
         Switch("BITTILE_TIME_PASSES", "bool", False, False, "print how long each pass took"),
+        Switch("BITTILE_NUM_THREADS", "int", None, False,
+               "threads a CPU kernel runs on (default: the number of cores)"),
+        Switch("BITTILE_CPU_LEVEL", "str", None, True,
+               "the instruction set the llvm backend targets: host (default), avx512, avx2 or "
+               "sse; never more than the host has"),
     )
 }
 
@@ -59,6 +64,14 @@ def get(name: str):
         if value in _FALSE:
             return False
         raise BittileError(f"{name}={raw!r} is not a boolean", hint="use 1 or 0")
+    if switch.kind == "int":
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 1:
+            raise BittileError(f"{name}={raw!r} is not a positive integer", hint="e.g. 4")
+        return value
     if switch.kind == "list":
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     return raw

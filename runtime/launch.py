@@ -40,6 +40,10 @@ class TensorArg:
     def dtype(self) -> DType:
         return self.param.type.dtype
 
+    @property
+    def size(self) -> int:
+        return self.codes.size
+
     def write_back(self, codes: np.ndarray, mask: np.ndarray) -> None:
         """Write the elements selected by the flat bool ``mask`` (only those, so arguments
         that share memory keep each other's stores)."""
@@ -63,7 +67,9 @@ def _arg_description(arg) -> str:
     return f"{type(arg).__name__} {arg!r}"
 
 
-def _tensor_from_numpy(param: Param, array: np.ndarray, written: bool) -> TensorArg:
+def numpy_word(param: Param, array: np.ndarray, written: bool) -> type:
+    """The unsigned numpy type holding one element's code, after checking that ``array`` holds
+    the parameter's dtype (and is writable when the kernel writes it)."""
     dtype: DType = param.type.dtype
     expected = dtype.numpy_dtype()
     if array.dtype.name == "bfloat16" and dtype.name == "bf16":
@@ -80,6 +86,11 @@ def _tensor_from_numpy(param: Param, array: np.ndarray, written: bool) -> Tensor
     if written and not array.flags.writeable:
         raise LaunchError(f"argument {param.name!r} is written by the kernel but is read-only",
                           hint="pass a writable array (e.g. a copy)")
+    return word
+
+
+def _tensor_from_numpy(param: Param, array: np.ndarray, written: bool) -> TensorArg:
+    word = numpy_word(param, array, written)
     target = array
 
     def write_back(codes: np.ndarray, mask: np.ndarray) -> None:
@@ -284,6 +295,6 @@ def _solve_sizes(
                     f"argument {arg.param.name!r} has {actual} in dimension {axis}, but its "
                     f"declared size {dim} is {expected} with {sizes}"
                 )
-        if math.prod(arg.shape) != arg.codes.size:
+        if math.prod(arg.shape) != arg.size:
             raise LaunchError(f"argument {arg.param.name!r} holds the wrong number of elements")
     return sizes

@@ -25,7 +25,8 @@ from bittile.passes.manager import run_pipeline
 from bittile.runtime.packed import PackedTensor, pack
 from bittile.testing.ir_strategies import GeneratedKernel, random_values
 
-__all__ = ["assert_pipeline_preserves", "run_codes", "special_codes"]
+__all__ = ["assert_pipeline_preserves", "assert_backends_agree", "run_codes", "special_codes",
+           "FLOAT_TOLERANCE"]
 
 
 def assert_pipeline_preserves(
@@ -68,19 +69,84 @@ def assert_pipeline_preserves(
     return after
 
 
-def run_codes(kernel: Kernel, args: dict[str, Any]) -> dict[str, np.ndarray] | BittileError:
-    """Run ``kernel`` with the interpreter on copies of ``args``; the codes of every tensor
+def run_codes(kernel: Kernel, args: dict[str, Any],
+              backend: str = "interp") -> dict[str, np.ndarray] | BittileError:
+    """Run ``kernel`` on ``backend`` on copies of ``args``; the codes of every tensor
     argument afterwards, or the error the launch raised."""
     copies = {}
     for p in kernel.params:
         value = args[p.name]
         copies[p.name] = _tensor_copy(p.type, value) if isinstance(p.type, TensorType) else value
     try:
-        interp.run(kernel, **copies)
+        _runner(backend)(kernel, **copies)
     except BittileError as exc:
         return exc
     return {name: _codes(value) for name, value in copies.items()
             if isinstance(value, (PackedTensor, np.ndarray))}
+
+
+def _runner(backend: str):
+    if backend == "interp":
+        return interp.run
+    if backend == "llvm":
+        from bittile.backends.llvm import backend as llvm_backend
+
+        return llvm_backend.run
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+#: how far float results of two backends may be apart: ``rtol`` relative to the largest
+#: magnitude in the tensor (sums and dots round in a different order; transcendental functions
+#: come from different libraries), and ``ulps`` units in the last place of the element itself
+FLOAT_TOLERANCE = {"rtol": 1e-5, "ulps": 4}
+
+
+def assert_backends_agree(
+    kernel: Kernel | GeneratedKernel,
+    *,
+    backends: Sequence[str] = ("interp", "llvm"),
+    args: dict[str, Any] | None = None,
+    rng: np.random.Generator | None = None,
+    salt: bool = True,
+) -> None:
+    """Run ``kernel`` on every backend in ``backends`` with copies of the same arguments and
+    fail unless every tensor argument ends up the same: bit-exact for integer and packed data,
+    within :data:`FLOAT_TOLERANCE` for floats (NaN matching NaN, infinities matching exactly).
+    Errors must agree too: if one backend rejects the launch, all must, with the same kind
+    of error. Arguments are drawn as by :func:`assert_pipeline_preserves` when not given."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if isinstance(kernel, GeneratedKernel):
+        if args is None:
+            args = kernel.random_arguments(rng, nonfinite=True)
+            args = _salted(kernel.kernel, args, rng) if salt else args
+        kernel = kernel.kernel
+    elif args is None:
+        args = _salted(kernel, _random_arguments(kernel, {}, rng), rng)
+    reference, *others = backends
+    expected = run_codes(kernel, args, reference)
+    for other in others:
+        got = run_codes(kernel, args, other)
+        difference = _first_difference(expected, got, kernel, tolerant=True)
+        if difference is not None:
+            raise AssertionError(
+                f"backend {other!r} disagrees with {reference!r}: {difference}\n"
+                f"--- kernel ---\n{print_kernel(kernel)}"
+            )
+
+
+def _float_mismatch(dtype: DType, expected: np.ndarray, got: np.ndarray) -> np.ndarray:
+    a = dtype.decode(expected.astype(np.uint64))
+    b = dtype.decode(got.astype(np.uint64))
+    both_nan = np.isnan(a) & np.isnan(b)
+    same = (a == b) | both_nan
+    finite = np.isfinite(a) & np.isfinite(b)
+    with np.errstate(all="ignore"):
+        scale = np.max(np.abs(a[np.isfinite(a)]), initial=0.0)
+        ulp = np.abs(np.spacing(a.astype(np.float32))) if dtype.bits > 16 else \
+            np.abs(a) * 2.0 ** -dtype.mantissa + dtype.smallest_subnormal
+        close = np.abs(a - b) <= np.maximum(FLOAT_TOLERANCE["rtol"] * scale,
+                                            FLOAT_TOLERANCE["ulps"] * ulp)
+    return ~(same | (finite & close))
 
 
 def _tensor_copy(type_: TensorType, value):
@@ -99,15 +165,22 @@ def _codes(value) -> np.ndarray:
     return value.view(f"u{value.dtype.itemsize}")
 
 
-def _first_difference(expected, got) -> str | None:
+def _first_difference(expected, got, kernel: Kernel | None = None,
+                      tolerant: bool = False) -> str | None:
     if isinstance(expected, BittileError) or isinstance(got, BittileError):
         if type(expected) is type(got):
             return None
         return f"before: {_outcome(expected)}; after: {_outcome(got)}"
+    dtypes = {p.name: p.type.dtype for p in kernel.params} if kernel is not None else {}
     for name, codes in expected.items():
         other = got[name]
-        if not np.array_equal(codes, other):
-            index = tuple(int(i) for i in np.argwhere(codes != other)[0])
+        dtype = dtypes.get(name)
+        if tolerant and dtype is not None and dtype.is_float:
+            bad = _float_mismatch(dtype, codes, other)
+        else:
+            bad = codes != other
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
             return (f"tensor {name!r} differs first at index {list(index)}: code "
                     f"{int(codes[index]):#x} before, {int(other[index]):#x} after")
     return None

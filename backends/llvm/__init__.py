@@ -1,1 +1,2 @@
-"""Placeholder package; see issues for the work that fills it."""
+"""The LLVM CPU backend: tile IR to LLVM IR (llvmlite), compiled for the host CPU and run on
+a pool of threads. See ``backend.py``; llvmlite is imported only when a kernel is compiled."""

@@ -103,20 +103,13 @@ def resolve_level(name: str | None) -> CpuLevel:
     return level
 
 
-_tm_cache: dict[tuple[str, str, int], object] = {}
-
-
 def target_machine(level: CpuLevel, opt: int = 3):
-    """An LLVM target machine for ``level`` (cached)."""
-    key = (level.cpu, level.features, opt)
-    tm = _tm_cache.get(key)
-    if tm is None:
-        binding = llvm()
-        target = binding.Target.from_default_triple()
-        tm = target.create_target_machine(cpu=level.cpu, features=level.features, opt=opt,
-                                          reloc="pic", codemodel="jitdefault", jit=True)
-        _tm_cache[key] = tm
-    return tm
+    """A new LLVM target machine for ``level``. Not cached: an execution engine takes
+    ownership of the target machine it is created with and frees it with itself."""
+    binding = llvm()
+    target = binding.Target.from_default_triple()
+    return target.create_target_machine(cpu=level.cpu, features=level.features, opt=opt,
+                                        reloc="pic", codemodel="jitdefault", jit=True)
 
 
 def parse(llvm_ir: str):
@@ -152,7 +145,6 @@ class JitModule:
         optimize(mod, tm, speed_level)
         self.optimized_ir = str(mod)
         self.asm = None
-        self._tm = tm
         self._engine = binding.create_mcjit_compiler(mod, tm)
         self._engine.finalize_object()
         self._engine.run_static_constructors()
@@ -161,7 +153,7 @@ class JitModule:
     def assembly(self) -> str:
         """The module's assembly, for inspection."""
         if self.asm is None:
-            self.asm = self._tm.emit_assembly(parse(self.optimized_ir))
+            self.asm = target_machine(self.level).emit_assembly(parse(self.optimized_ir))
         return self.asm
 
     def address(self, name: str) -> int:

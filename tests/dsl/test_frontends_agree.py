@@ -58,14 +58,13 @@ def gemv_u4(w: u4[N, K], s: f32[N, K / G], x: f32[K], y: f32[N],
             BN: int = 16, BK: int = 64, G: int = 32):
     bittile.grid(bittile.cdiv(N, BN))
     n0 = bittile.block_id(0) * BN
-    acc = bittile.zeros(f32, [BN])
+    acc = bittile.zeros(f32, [BN, 1])
     for k0 in range(0, K, BK):
         sc = bittile.load(s, [n0, k0 / G], [BN, BK / G])
         sc_full = bittile.reshape(bittile.broadcast(sc[:, :, None], [BN, BK / G, G]), [BN, BK])
         wf = dequant(bittile.load(w, [n0, k0], [BN, BK]), sc_full)
-        xs = bittile.broadcast(bittile.load(x, [k0], [BK])[None, :], [BN, BK])
-        acc += sum(wf * xs, 1)
-    bittile.store(y, [n0], acc)
+        acc = bittile.dot(wf, bittile.reshape(bittile.load(x, [k0], [BK]), [BK, 1]), acc)
+    bittile.store(y, [n0], bittile.reshape(acc, [BN]))
 
 
 PYTHON_KERNELS = {"vector_add": vector_add, "softmax": softmax, "matmul": matmul,

@@ -119,15 +119,14 @@ kernel gemv_u4[BN: int = 16, BK: int = 64, G: int = 32](
     w: u4[N, K], s: f32[N, K / G], x: f32[K], y: f32[N],
 ) grid(cdiv(N, BN)) {
     let n0 = block_id(0) * BN
-    var acc = zeros(f32, [BN])
+    var acc = zeros(f32, [BN, 1])
     for k0 in range(0, K, BK) {
         let wq = cast(load(w, [n0, k0], [BN, BK]), f32)
         let sc = load(s, [n0, k0 / G], [BN, BK / G])
         let sc_full = reshape(broadcast(sc[:, :, None], [BN, BK / G, G]), [BN, BK])
-        let xs = broadcast(load(x, [k0], [BK])[None, :], [BN, BK])
-        acc = acc + sum(wq * sc_full * xs, 1)
+        acc = dot(wq * sc_full, reshape(load(x, [k0], [BK]), [BK, 1]), acc)
     }
-    store(y, [n0], acc)
+    store(y, [n0], reshape(acc, [BN]))
 }
 """
 
@@ -219,7 +218,7 @@ def test_gemv_built_by_hand_as_an_ast():
 
     body = (
         ast.Let(at(), "n0", op("*", call("block_id", 0), "BN")),
-        ast.Let(at(), "acc", call("zeros", "f32", ["BN"]), mutable=True),
+        ast.Let(at(), "acc", call("zeros", "f32", ["BN", 1]), mutable=True),
         ast.For(at(), "k0", e(0), e("K"), e("BK"), (
             ast.Let(at(), "wq", call("cast", call("load", "w", ["n0", "k0"], ["BN", "BK"]),
                                      "f32")),
@@ -228,12 +227,11 @@ def test_gemv_built_by_hand_as_an_ast():
             ast.Let(at(), "sc_full", call("reshape", call(
                 "broadcast", index("sc", ":", ":", None), ["BN", op("/", "BK", "G"), "G"]),
                 ["BN", "BK"])),
-            ast.Let(at(), "xs", call("broadcast", index(call("load", "x", ["k0"], ["BK"]),
-                                                        None, ":"), ["BN", "BK"])),
-            ast.Assign(at(), "acc", op("+", "acc", call("sum", op("*", op("*", "wq", "sc_full"),
-                                                                   "xs"), 1))),
+            ast.Assign(at(), "acc", call("dot", op("*", "wq", "sc_full"),
+                                         call("reshape", call("load", "x", ["k0"], ["BK"]),
+                                              ["BK", 1]), "acc")),
         )),
-        ast.ExprStmt(at(), call("store", "y", ["n0"], "acc")),
+        ast.ExprStmt(at(), call("store", "y", ["n0"], call("reshape", "acc", ["BN"]))),
     )
     kdef = ast.KernelDef(
         at(), "gemv_u4",
@@ -257,8 +255,8 @@ def test_every_op_has_the_location_of_its_source():
     by_name = {op.name: op.loc for op in kernel.walk()}
     line = text[by_name["tile.store"].line - 1]
     assert line[by_name["tile.store"].col - 1:].startswith("store(y")
-    line = text[by_name["tile.reduce_sum"].line - 1]
-    assert line[by_name["tile.reduce_sum"].col - 1:].startswith("sum(")
+    line = text[by_name["tile.dot"].line - 1]
+    assert line[by_name["tile.dot"].col - 1:].startswith("dot(")
     assert text[by_name["scf.for"].line - 1].lstrip().startswith("for k0")
 
 

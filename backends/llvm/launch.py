@@ -1,0 +1,191 @@
+"""Launching a compiled kernel: arguments to pointers and integers, and the grid split over a
+pool of threads, one native call per thread (ctypes releases the GIL during the call).
+
+Arguments are checked as for every backend (``runtime/launch.py``): dtypes, shapes against the
+kernel's symbolic shapes, writability. Tensors are passed without copies when they are
+contiguous; a non-contiguous numpy array that the kernel only reads is copied, one it writes is
+an error (the kernel could not write through a copy).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from bittile.errors import LaunchError
+from bittile.ir.core import Kernel, Param
+from bittile.ir.types import ScalarType, TensorType
+from bittile.runtime import config
+from bittile.runtime.launch import (
+    _match,
+    _solve_sizes,
+    _to_scalar,
+    kernel_param,
+    numpy_word,
+    written_params,
+)
+from bittile.runtime.packed import PackedTensor
+
+__all__ = ["NativeArgs", "bind_native", "launch", "num_threads"]
+
+
+@dataclass
+class _NativeTensor:
+    param: Param
+    shape: tuple[int, ...]
+    size: int
+    address: int
+    keep: object  # what must stay alive while the kernel runs
+
+
+@dataclass
+class NativeArgs:
+    pointers: ctypes.Array
+    ints: np.ndarray
+    grid: tuple[int, ...]
+    keep: list
+
+
+def _from_numpy(param: Param, array: np.ndarray, written: bool) -> _NativeTensor:
+    numpy_word(param, array, written)
+    if not array.flags.c_contiguous:
+        if written:
+            raise LaunchError(
+                f"argument {param.name!r} is written by the kernel and must be C-contiguous",
+                hint="pass np.ascontiguousarray(...) and read the result from it")
+        array = np.ascontiguousarray(array)
+    return _NativeTensor(param, tuple(array.shape), array.size, array.ctypes.data, array)
+
+
+def _from_packed(param: Param, packed: PackedTensor, written: bool) -> _NativeTensor:
+    if packed.dtype != param.type.dtype:
+        raise LaunchError(f"argument {param.name!r} must hold {param.type.dtype}, got a packed "
+                          f"{packed.dtype}")
+    buf = packed.bytes_view()
+    if written and not buf.flags.writeable:
+        raise LaunchError(f"argument {param.name!r} is written by the kernel but is read-only")
+    return _NativeTensor(param, tuple(packed.shape), packed.size, buf.ctypes.data, buf)
+
+
+def _from_torch(param: Param, tensor, written: bool) -> _NativeTensor:
+    if tensor.device.type != "cpu":
+        raise LaunchError(
+            f"argument {param.name!r} is on {tensor.device}, this backend runs on the CPU",
+            hint="move it with .cpu() or choose the triton backend",
+        )
+    if not tensor.is_contiguous():
+        raise LaunchError(f"argument {param.name!r} must be contiguous", hint="call .contiguous()")
+    dtype = param.type.dtype
+    torch_name = str(tensor.dtype).removeprefix("torch.")
+    expected = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "u8": "uint8",
+                "i8": "int8", "i16": "int16", "i32": "int32", "u16": "uint16",
+                "u32": "uint32"}.get(dtype.name)
+    if torch_name != expected:
+        raise LaunchError(f"argument {param.name!r} must hold {dtype}, got a torch tensor of "
+                          f"{torch_name}")
+    if written and getattr(tensor, "requires_grad", False) and tensor.is_leaf:
+        raise LaunchError(f"argument {param.name!r} is written by the kernel but requires grad",
+                          hint="pass tensor.detach()")
+    return _NativeTensor(param, tuple(tensor.shape), tensor.numel(), tensor.data_ptr(), tensor)
+
+
+def _to_native(param: Param, arg, written: bool) -> _NativeTensor:
+    if isinstance(arg, PackedTensor):
+        return _from_packed(param, arg, written)
+    if isinstance(arg, np.ndarray):
+        return _from_numpy(param, arg, written)
+    if type(arg).__module__.startswith("torch"):
+        return _from_torch(param, arg, written)
+    raise LaunchError(f"argument {param.name!r} must be a tensor, got {type(arg).__name__}",
+                      hint="pass a numpy array, a torch tensor or a bittile.PackedTensor")
+
+
+def bind_native(kernel: Kernel, args: tuple, kwargs: dict) -> NativeArgs:
+    """Check the arguments and lay them out as the generated functions expect (see
+    ``codegen.py``)."""
+    given = _match(kernel, args, kwargs)
+    written = written_params(kernel)
+    tensors: dict[str, _NativeTensor] = {}
+    scalars = {}
+    for p in kernel.params:
+        if isinstance(p.type, TensorType):
+            tensors[p.name] = _to_native(p, given[p.name], p.name in written)
+        elif isinstance(p.type, ScalarType):
+            scalars[p.name] = _to_scalar(p, given[p.name])
+    int_scalars = {k: v for k, v in scalars.items() if kernel_param(kernel, k).type.dtype.is_int}
+    sizes = _solve_sizes(kernel, tensors, int_scalars)
+    env = {**sizes, **int_scalars}
+    grid = []
+    for dim in kernel.grid:
+        try:
+            n = dim.evaluate(env)
+        except ZeroDivisionError:
+            raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
+        if n < 0:
+            raise LaunchError(f"grid dimension {dim} is {n} with {env}")
+        grid.append(n)
+    ints = list(grid)
+    pointers = []
+    for p in kernel.params:
+        if isinstance(p.type, TensorType):
+            t = tensors[p.name]
+            pointers.append(t.address)
+            ints.extend(t.shape)
+    ints.extend(sizes[name] for name in kernel.size_symbols())
+    for p in kernel.params:
+        if isinstance(p.type, ScalarType):
+            dtype = p.type.dtype
+            value = scalars[p.name]
+            ints.append(value if dtype.is_int else int(dtype.encode([value], saturate=False)[0]))
+    ptr_array = (ctypes.c_void_p * max(1, len(pointers)))(*pointers)
+    return NativeArgs(ptr_array, np.asarray(ints or [0], dtype=np.int64), tuple(grid),
+                      [t.keep for t in tensors.values()])
+
+
+def num_threads() -> int:
+    n = config.get("BITTILE_NUM_THREADS")
+    return int(n) if n else (os.cpu_count() or 1)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_STACK_BYTES = 64 << 20  # tiles live on the stack of the worker threads
+
+
+def _get_pool(n: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < n:
+            old = threading.stack_size()
+            threading.stack_size(_STACK_BYTES)
+            try:
+                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="bittile")
+            finally:
+                threading.stack_size(old)
+        return _pool
+
+
+def launch(worker, native: NativeArgs, errors: dict[int, str]) -> None:
+    """Run every block of the grid: ``worker(pointers, ints, begin, end)`` per thread."""
+    total = math.prod(native.grid)
+    if total == 0:
+        return
+    ints_ptr = native.ints.ctypes.data
+    threads = min(num_threads(), total)
+    if threads <= 1:
+        statuses = [worker(native.pointers, ints_ptr, 0, total)]
+    else:
+        bounds = [total * i // threads for i in range(threads + 1)]
+        pool = _get_pool(threads)
+        futures = [pool.submit(worker, native.pointers, ints_ptr, lo, hi)
+                   for lo, hi in zip(bounds, bounds[1:])]
+        statuses = [f.result() for f in futures]
+    for status in statuses:
+        if status:
+            raise LaunchError(errors.get(status, f"the kernel failed with status {status}"))

@@ -1,0 +1,182 @@
+"""The llvm backend against the interpreter (the specification): every example at round and
+awkward sizes, generated programs, every CPU level the host can run, threads, and launch
+errors. Integer and packed results must be bit-exact; floats within the stated tolerance."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import bittile
+from bittile.backends.llvm import backend, jit
+from bittile.dsl.module import load_module
+from bittile.errors import LaunchError
+from bittile.ir.builder import KernelBuilder
+from bittile.testing.checkers import assert_backends_agree
+from bittile.testing.ir_strategies import kernels_with_sizes
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "examples"
+LEVELS = [name for name in ("sse", "avx2", "avx512") if all(
+    f in jit.host_features() for f in jit.LEVELS[name].requires)]
+
+
+def example(name: str, **consts):
+    module = load_module(str(EXAMPLES / f"{name}.tile"))
+    return module.kernels[name].specialize(**consts)
+
+
+def example_args(name: str, size: int, rng):
+    if name == "vector_add":
+        x, y = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
+        return {"x": x, "y": y, "z": np.zeros(size, np.float32)}
+    if name == "softmax":
+        return {"x": rng.standard_normal((size % 7 + 3, size)).astype(np.float32),
+                "y": np.zeros((size % 7 + 3, size), np.float32)}
+    if name == "matmul":
+        m, k, n = size, size % 13 + 5, size % 11 + 3
+        return {"a": rng.standard_normal((m, k)).astype(np.float32),
+                "b": rng.standard_normal((k, n)).astype(np.float32),
+                "c": np.zeros((m, n), np.float32)}
+    n, k = size, 128
+    return {"w": bittile.pack(rng.integers(0, 16, (n, k)), bittile.u4),
+            "s": rng.random((n, k // 32)).astype(np.float32),
+            "x": rng.standard_normal(k).astype(np.float32),
+            "y": np.zeros(n, np.float32)}
+
+
+# softmax.tile handles rows of at most COLS=128 elements by design
+CASES = [(name, size) for name in ("vector_add", "softmax", "matmul", "gemv_u4")
+         for size in (1, 7, 129, 257) if not (name == "softmax" and size > 128)]
+
+
+@pytest.mark.parametrize(("name", "size"), CASES)
+def test_examples_match_the_interpreter(name, size):
+    rng = np.random.default_rng(size)
+    assert_backends_agree(example(name), args=example_args(name, size, rng))
+
+
+def test_examples_match_numpy():
+    rng = np.random.default_rng(1)
+    args = example_args("matmul", 70, rng)
+    backend.run(example("matmul"), **args)
+    np.testing.assert_allclose(args["c"], args["a"] @ args["b"], rtol=1e-5, atol=1e-5)
+    args = example_args("gemv_u4", 100, rng)
+    backend.run(example("gemv_u4"), **args)
+    codes = bittile.unpack(args["w"]).astype(np.float64)
+    scales = np.repeat(args["s"].astype(np.float64), 32, axis=1)
+    expected = ((codes - 8) * scales) @ args["x"]
+    np.testing.assert_allclose(args["y"], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_smaller_cpu_levels_give_the_same_results(level, monkeypatch):
+    """Code for a smaller instruction set (the fallback for CPUs without AVX-512 or AVX2)
+    runs here too, since the host has a superset; it must agree, and must not use wider
+    registers than its level has."""
+    monkeypatch.setenv("BITTILE_CPU_LEVEL", level)
+    rng = np.random.default_rng(3)
+    for name in ("vector_add", "matmul", "gemv_u4"):
+        assert_backends_agree(example(name), args=example_args(name, 77, rng))
+    asm = backend.compile_kernel(example("vector_add"), level).module.assembly()
+    if level == "sse":
+        assert "%ymm" not in asm and "%zmm" not in asm
+    if level == "avx2":
+        assert "%zmm" not in asm
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(kernels_with_sizes(max_ops=16))
+def test_generated_programs_match_the_interpreter(generated):
+    assert_backends_agree(generated)
+
+
+def _store_one_per_block(dtype):
+    """out[i] = x[i] (one element per block), so neighbouring blocks (on other threads) store
+    into the same bytes of a sub-byte tensor."""
+    kb = KernelBuilder("copy_one")
+    x = kb.tensor("x", dtype, ["N"])
+    out = kb.tensor("out", dtype, ["N"])
+    kb.grid("N")
+    b = kb.builder
+    i = b.block_id(0)
+    b.store(out, [i], b.load(x, [i], [1]))
+    return kb.finish()
+
+
+@pytest.mark.parametrize("dtype", [bittile.u1, bittile.u3, bittile.i4, bittile.f6e3m2])
+def test_subbyte_stores_from_many_threads_keep_their_neighbours(dtype, monkeypatch):
+    monkeypatch.setenv("BITTILE_NUM_THREADS", "2")
+    kernel = _store_one_per_block(dtype)
+    rng = np.random.default_rng(0)
+    for n in (1, 9, 1001):
+        codes = rng.integers(0, 1 << dtype.bits, n).astype(np.uint64)
+        x = bittile.PackedTensor.from_codes(codes, dtype)
+        for _ in range(20):
+            out = bittile.PackedTensor.from_codes(np.zeros(n, np.uint64), dtype)
+            backend.run(kernel, x, out)
+            np.testing.assert_array_equal(out.codes(), codes)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_thread_counts_agree(threads, monkeypatch):
+    monkeypatch.setenv("BITTILE_NUM_THREADS", threads)
+    rng = np.random.default_rng(5)
+    args = example_args("vector_add", 1000, rng)
+    backend.run(example("vector_add", BLOCK=16), **args)
+    np.testing.assert_array_equal(args["z"], args["x"] + args["y"])
+
+
+def test_zero_loop_step_is_a_launch_error():
+    kb = KernelBuilder("zero_step")
+    out = kb.tensor("out", bittile.i32, ["N"])
+    step = kb.scalar("step", bittile.i32)
+    kb.grid(1)
+    b = kb.builder
+    with b.for_range(0, 10, step, [b.constant(0, bittile.i32)]) as loop:
+        loop.yield_(b.add(loop.carried[0], 1))
+    b.store(out, [0], b.broadcast(loop.results[0], [1]))
+    kernel = kb.finish()
+    data = np.zeros(1, np.int32)
+    backend.run(kernel, data, 3)
+    assert data[0] == 4
+    with pytest.raises(LaunchError, match="step is 0"):
+        backend.run(kernel, data, 0)
+
+
+def test_written_non_contiguous_array_is_rejected():
+    kernel = example("vector_add")
+    x = np.zeros(64, np.float32)
+    z = np.zeros(128, np.float32)[::2]
+    with pytest.raises(LaunchError, match="contiguous"):
+        backend.run(kernel, x, x, z)
+    # read-only arguments may be strided: they are copied
+    out = np.zeros(64, np.float32)
+    backend.run(kernel, np.arange(128, dtype=np.float32)[::2], x, out)
+    np.testing.assert_array_equal(out, np.arange(0, 128, 2, dtype=np.float32))
+
+
+def test_kernels_choose_the_backend_by_name(monkeypatch):
+    module = load_module(str(EXAMPLES / "vector_add.tile"))
+    x = np.arange(300, dtype=np.float32)
+    z = np.zeros_like(x)
+    module.vector_add(x, x, z, backend="llvm")
+    np.testing.assert_array_equal(z, 2 * x)
+    monkeypatch.setenv("BITTILE_BACKEND", "llvm")
+    z[:] = 0
+    module.vector_add(x, x, z)
+    np.testing.assert_array_equal(z, 2 * x)
+
+
+def test_cli_emits_llvm_and_assembly(capsys):
+    from bittile.runtime.cli import main
+
+    path = str(EXAMPLES / "vector_add.tile")
+    assert main(["compile", path, "--emit", "llvm"]) == 0
+    assert "define i32 @\"bittile_worker\"" in capsys.readouterr().out
+    assert main(["compile", path, "--emit", "asm", "--cpu", "sse"]) == 0
+    asm = capsys.readouterr().out
+    assert "bittile_worker" in asm and "%ymm" not in asm
