@@ -66,6 +66,7 @@ from bittile.ir.layout import (
     replicated,
     spatial,
 )
+from bittile.runtime.config import override as options
 from bittile.runtime.packed import PackedTensor, pack, unpack
 
 # The tile language's builtins (bittile.load, bittile.grid, ...), for Python kernels.
@@ -82,7 +83,7 @@ __all__ = [
     "f16", "bf16", "f32", "f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1",
     "RegisterLayout", "spatial", "local", "column_spatial", "column_local", "replicated",
     "concat", "parse_layout",
-    "PackedTensor", "pack", "unpack",
+    "PackedTensor", "pack", "unpack", "options",
     "kernel", "func", "TileKernel", "TileFunction", "TileModule", "load_module", "load_source",
     *_BUILTIN_NAMES,
 ]

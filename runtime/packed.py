@@ -21,7 +21,7 @@ __all__ = ["PackedTensor", "pack", "unpack", "check_representable"]
 class PackedTensor:
     """A tensor of ``dtype`` with logical ``shape`` stored as a dense LSB-first bitstream."""
 
-    __slots__ = ("data", "shape", "dtype")
+    __slots__ = ("data", "shape", "dtype", "__weakref__")
 
     def __init__(self, data, shape, dtype: DType | str):
         dtype = dtype_from_name(dtype)

@@ -11,4 +11,5 @@ def test_demo_runs_and_checks_its_result():
     out = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("OK")
-    assert "kernel @gemv_u4(" in out.stdout and "max relative error" in out.stdout
+    assert "kernel @gemv_u4(" in out.stdout and "mean squared error" in out.stdout
+    assert "bittile llvm:" in out.stdout and "numpy fp32 GEMV:" in out.stdout

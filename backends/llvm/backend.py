@@ -1,21 +1,30 @@
 """The LLVM CPU backend: IR -> passes -> LLVM IR -> machine code for the host -> launch.
 
-Compiled kernels are cached on the kernel object, per CPU level, so a warm launch costs only
-the argument binding and the native calls.
+Compiled kernels are cached on the kernel object, per CPU level and codegen switch, so a warm
+launch costs only the argument binding and the native calls. Weights that a table-lookup dot
+reads (see ``lut_dot.py``) are repacked into the lookup layout on their first launch and the
+repacked copy is cached with the weight object (see :func:`repacked`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from bittile.backends.llvm import jit
+from bittile.backends.llvm.codegen import ERRORS
+from bittile.backends.llvm.launch import launch
+from bittile.errors import LaunchError
 from bittile.ir.core import Kernel
+from bittile.ir.types import TensorType
 from bittile.runtime import config
 
-__all__ = ["CompiledKernel", "compile_kernel", "run", "llvm_ir"]
-
+__all__ = ["CompiledKernel", "compile_kernel", "run", "llvm_ir", "repacked", "forget_repacked"]
 
 _WORKER_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_int64)
@@ -29,13 +38,26 @@ class CompiledKernel:
     module: jit.JitModule
     worker: object
     compile_seconds: float
+    #: tensor parameter name -> (index among tensor parameters, LutSpec, k axis)
+    repacked_params: dict = field(default_factory=dict)
 
     def __call__(self, *args, **kwargs) -> None:
-        from bittile.backends.llvm.codegen import ERRORS
-        from bittile.backends.llvm.launch import bind_native, launch
-
-        native = bind_native(self.kernel, args, kwargs)
+        native = self.plan.bind(args, kwargs)
+        for name, (index, spec, k_axis) in self.repacked_params.items():
+            weights = repacked(native.given[name], self.kernel_param(name).type.dtype, spec,
+                               k_axis)
+            native.pointers[index] = weights.ctypes.data
+            native.keep.append(weights)
         launch(self.worker, native, ERRORS)
+
+    @functools.cached_property
+    def plan(self):
+        from bittile.backends.llvm.launch import LaunchPlan
+
+        return LaunchPlan(self.kernel)
+
+    def kernel_param(self, name: str):
+        return next(p for p in self.kernel.params if p.name == name)
 
 
 def _lower(kernel: Kernel) -> Kernel:
@@ -45,11 +67,31 @@ def _lower(kernel: Kernel) -> Kernel:
     return run_pipeline(kernel, pipeline_for("llvm"))
 
 
+def _lut_dots(lowered: Kernel, level: jit.CpuLevel) -> dict:
+    from bittile.backends.llvm.lut_dot import lut_spec, plan_lut_dots
+
+    mode = config.get("BITTILE_DOT_LOWERING")
+    if mode not in ("auto", "lut", "fma"):
+        raise LaunchError(f"BITTILE_DOT_LOWERING={mode!r} is not auto, lut or fma")
+    if mode == "fma":
+        return {}
+    plans = plan_lut_dots(lowered, config.get("BITTILE_LUT_MAX_M"), force=mode == "lut")
+    exact = config.get("BITTILE_LUT_EXACT")
+    return {id(p.op): (p, lut_spec(p, exact, level.name)) for p in plans}
+
+
 def llvm_ir(kernel: Kernel) -> str:
     """The (unoptimized) LLVM IR of ``kernel`` after the backend's passes."""
     from bittile.backends.llvm.codegen import generate
 
-    return str(generate(_lower(kernel)))
+    lowered = _lower(kernel)
+    level = jit.resolve_level(config.get("BITTILE_CPU_LEVEL"))
+    return str(generate(lowered, _lut_dots(lowered, level), level.vector_bits))
+
+
+def _cache_key(level: jit.CpuLevel) -> tuple:
+    return (level, config.get("BITTILE_DOT_LOWERING"), config.get("BITTILE_LUT_MAX_M"),
+            config.get("BITTILE_LUT_EXACT"))
 
 
 def compile_kernel(kernel: Kernel, level: str | None = None) -> CompiledKernel:
@@ -57,21 +99,75 @@ def compile_kernel(kernel: Kernel, level: str | None = None) -> CompiledKernel:
     host), cached on the kernel."""
     cpu = jit.resolve_level(level or config.get("BITTILE_CPU_LEVEL"))
     cache = kernel.__dict__.setdefault("_llvm_compiled", {})
-    compiled = cache.get(cpu)
+    key = _cache_key(cpu)
+    compiled = cache.get(key)
     if compiled is None:
         from bittile.backends.llvm.codegen import generate
 
         start = time.perf_counter()
         lowered = _lower(kernel)
-        text = str(generate(lowered))
+        luts = _lut_dots(lowered, cpu)
+        text = str(generate(lowered, luts, cpu.vector_bits))
         module = jit.JitModule(text, cpu)
         worker = _WORKER_TYPE(module.address("bittile_worker"))
+        tensor_names = [p.name for p in lowered.params if isinstance(p.type, TensorType)]
+        repacked_params = {tensor_names[plan.param_index]: (plan.param_index, spec, plan.k_axis)
+                           for plan, spec in luts.values()}
         compiled = CompiledKernel(kernel, lowered, text, module, worker,
-                                  time.perf_counter() - start)
-        cache[cpu] = compiled
+                                  time.perf_counter() - start, repacked_params)
+        cache[key] = compiled
     return compiled
 
 
 def run(kernel: Kernel, *args, **kwargs) -> None:
     """Launch ``kernel`` on the CPU; tensors it stores to are updated in place."""
     compile_kernel(kernel)(*args, **kwargs)
+
+
+# ---- repacked weights --------------------------------------------------------------------------
+_repacked: dict[tuple, tuple] = {}
+
+
+def _codes(arg, dtype) -> np.ndarray:
+    from bittile.runtime.packed import PackedTensor
+
+    if isinstance(arg, PackedTensor):
+        return arg.codes().reshape(arg.shape)
+    if type(arg).__module__.startswith("torch"):
+        arg = arg.detach().numpy()
+    return np.asarray(arg).view(f"u{np.asarray(arg).dtype.itemsize}")
+
+
+def _version(arg):
+    return getattr(arg, "_version", None)
+
+
+def repacked(arg, dtype, spec, k_axis: int) -> np.ndarray:
+    """``arg``'s codes in the lookup layout of ``spec``, cached with ``arg``: the cache entry
+    lives as long as ``arg`` does. Torch tensors are repacked again after an in-place change
+    (their version counter moves); for numpy arrays and PackedTensors that change in place,
+    call :func:`forget_repacked` first."""
+    from bittile.backends.llvm.lut import repack
+
+    key = (id(arg), spec, k_axis)
+    entry = _repacked.get(key)
+    if entry is not None:
+        ref, version, packed = entry
+        if ref() is arg and version == _version(arg):
+            return packed
+    codes = _codes(arg, dtype).astype(np.int64)
+    if dtype.is_signed:  # the layout holds codes offset to unsigned (see lut_dot.py)
+        codes = codes ^ (1 << (dtype.bits - 1))
+    packed = repack(codes, spec, k_axis)
+    try:
+        ref = weakref.ref(arg, lambda _, key=key: _repacked.pop(key, None))
+    except TypeError:  # not weak-referenceable: repack on every launch
+        return packed
+    _repacked[key] = (ref, _version(arg), packed)
+    return packed
+
+
+def forget_repacked(arg) -> None:
+    """Drop the cached repacked forms of ``arg`` (after changing it in place)."""
+    for key in [k for k in _repacked if k[0] == id(arg)]:
+        del _repacked[key]

@@ -63,8 +63,14 @@ def emits(*classes: type):
 class KernelCodegen:
     """The state of generating one kernel's module."""
 
-    def __init__(self, kernel: Kernel):
+    def __init__(self, kernel: Kernel, lut_dots: dict | None = None, vector_bits: int = 256):
         self.kernel = kernel
+        #: the widest vectors the target has (explicit vector code is sized by it)
+        self.vector_bits = vector_bits
+        #: id(dequant_dot op) -> (LutDot, LutSpec): dots lowered to table lookups
+        self.lut_dots = lut_dots or {}
+        self.lut_functions: dict = {}
+        self._zero_globals: dict[int, ir.GlobalVariable] = {}
         self.module = ir.Module(name=kernel.name)
         self.env: dict[int, object] = {}  # id(Value) -> ir.Value (scalar) or Tile
         self.uses = _use_info(kernel)
@@ -120,6 +126,19 @@ class KernelCodegen:
 
         self.loops.nest(b, tile.shape, body)
         return out
+
+    def zero_bytes(self, nbytes: int) -> ir.GlobalVariable:
+        """A constant global of ``nbytes`` zero bytes (one per size)."""
+        gv = self._zero_globals.get(nbytes)
+        if gv is None:
+            ty = ir.ArrayType(ir.IntType(8), nbytes)
+            gv = ir.GlobalVariable(self.module, ty, name=f"bittile_zeros{nbytes}")
+            gv.global_constant = True
+            gv.linkage = "internal"
+            gv.initializer = ir.Constant(ty, None)
+            gv.align = 64
+            self._zero_globals[nbytes] = gv
+        return gv
 
     def copy_buffer(self, dst: BufferTile, src: BufferTile) -> None:
         nbytes = dst.numel * storage_type(dst.dtype).width // 8
@@ -263,14 +282,17 @@ def _use_info(kernel: Kernel) -> _UseInfo:
     return info
 
 
-def generate(kernel: Kernel) -> ir.Module:
-    """The LLVM module of ``kernel`` (see the module docstring)."""
+def generate(kernel: Kernel, lut_dots: dict | None = None,
+             vector_bits: int = 256) -> ir.Module:
+    """The LLVM module of ``kernel`` (see the module docstring); ``lut_dots`` maps the
+    dequantizing dots that take the table-lookup lowering to their plan and spec."""
     from bittile.backends.llvm import (  # noqa: F401  (they register the emitters)
         emit_compute,
         emit_control,
         emit_memory,
         emit_reduce,
         emit_view,
+        emit_words,
     )
 
-    return KernelCodegen(kernel).generate()
+    return KernelCodegen(kernel, lut_dots, vector_bits).generate()

@@ -131,9 +131,14 @@ def _decoded_rows(cg: KernelCodegen, tile: Tile, dtype: DType) -> Tile | BufferT
 
 def emit_dot(cg: KernelCodegen, a: Tile, bt: Tile, acc_tile: Tile, out_value) -> None:
     """``acc + a @ bt`` into a new buffer bound to ``out_value``."""
-    b = cg.b
     m, kdim = a.shape
     n = bt.shape[1]
+    if acc_tile.dtype.is_float and n >= 8:
+        from bittile.backends.llvm.emit_gemm import emit_float_gemm
+
+        emit_float_gemm(cg, a, bt, acc_tile, out_value)
+        return
+    b = cg.b
     in_dtype, acc_dtype = a.dtype, acc_tile.dtype
     is_float = acc_dtype.is_float
     cty = F64 if is_float else I64
@@ -196,6 +201,12 @@ def _dot(op, cg: KernelCodegen):
 
 @emits(ops.DequantDotOp)
 def _dequant_dot(op: ops.DequantDotOp, cg: KernelCodegen):
+    lut = cg.lut_dots.get(id(op))
+    if lut is not None:
+        from bittile.backends.llvm.lut_dot import emit_lut_dot
+
+        emit_lut_dot(cg, *lut)
+        return
     shape = op.w.type.shape
     inputs = [cg.tile(v, shape) for v in op.body_inputs]
     dtype = op.x.type.dtype

@@ -20,19 +20,19 @@ import numpy as np
 
 from bittile.errors import LaunchError
 from bittile.ir.core import Kernel, Param
+from bittile.ir.symbolic import Sym
 from bittile.ir.types import ScalarType, TensorType
 from bittile.runtime import config
 from bittile.runtime.launch import (
     _match,
     _solve_sizes,
     _to_scalar,
-    kernel_param,
     numpy_word,
     written_params,
 )
 from bittile.runtime.packed import PackedTensor
 
-__all__ = ["NativeArgs", "bind_native", "launch", "num_threads"]
+__all__ = ["NativeArgs", "LaunchPlan", "bind_native", "launch", "num_threads"]
 
 
 @dataclass
@@ -50,6 +50,7 @@ class NativeArgs:
     ints: np.ndarray
     grid: tuple[int, ...]
     keep: list
+    given: dict  # parameter name -> the argument as passed
 
 
 def _from_numpy(param: Param, array: np.ndarray, written: bool) -> _NativeTensor:
@@ -106,46 +107,95 @@ def _to_native(param: Param, arg, written: bool) -> _NativeTensor:
                       hint="pass a numpy array, a torch tensor or a bittile.PackedTensor")
 
 
-def bind_native(kernel: Kernel, args: tuple, kwargs: dict) -> NativeArgs:
-    """Check the arguments and lay them out as the generated functions expect (see
-    ``codegen.py``)."""
-    given = _match(kernel, args, kwargs)
-    written = written_params(kernel)
-    tensors: dict[str, _NativeTensor] = {}
-    scalars = {}
-    for p in kernel.params:
-        if isinstance(p.type, TensorType):
-            tensors[p.name] = _to_native(p, given[p.name], p.name in written)
-        elif isinstance(p.type, ScalarType):
-            scalars[p.name] = _to_scalar(p, given[p.name])
-    int_scalars = {k: v for k, v in scalars.items() if kernel_param(kernel, k).type.dtype.is_int}
-    sizes = _solve_sizes(kernel, tensors, int_scalars)
-    env = {**sizes, **int_scalars}
-    grid = []
-    for dim in kernel.grid:
-        try:
-            n = dim.evaluate(env)
-        except ZeroDivisionError:
-            raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
-        if n < 0:
-            raise LaunchError(f"grid dimension {dim} is {n} with {env}")
-        grid.append(n)
-    ints = list(grid)
-    pointers = []
-    for p in kernel.params:
-        if isinstance(p.type, TensorType):
-            t = tensors[p.name]
+class LaunchPlan:
+    """Everything about binding arguments that depends only on the kernel, computed once, so
+    that a warm launch does little more than read each argument's shape and address."""
+
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self.params = kernel.params
+        self.names = tuple(p.name for p in kernel.params)
+        self.written = written_params(kernel)
+        self.is_tensor = tuple(isinstance(p.type, TensorType) for p in kernel.params)
+        self.size_symbols = tuple(kernel.size_symbols())
+        self.numpy_types = {p.name: p.type.dtype.numpy_dtype() for p in kernel.params
+                            if isinstance(p.type, TensorType)}
+        #: per tensor parameter, per axis: the size name it binds, or None (an expression)
+        self.bare = {p.name: tuple(d.name if isinstance(d, Sym) else None for d in p.type.shape)
+                     for p in kernel.params if isinstance(p.type, TensorType)}
+        self.simple_shapes = all(n is not None for dims in self.bare.values() for n in dims)
+        self.int_scalars = {p.name for p in kernel.params
+                            if isinstance(p.type, ScalarType) and p.type.dtype.is_int}
+        self.grid = kernel.grid
+
+    def _tensor(self, param: Param, arg) -> _NativeTensor:
+        written = param.name in self.written
+        if type(arg) is np.ndarray:
+            flags = arg.flags
+            if (arg.dtype is self.numpy_types[param.name] and flags.c_contiguous
+                    and (flags.writeable or not written)):
+                return _NativeTensor(param, arg.shape, arg.size, arg.ctypes.data, arg)
+        return _to_native(param, arg, written)
+
+    def bind(self, args: tuple, kwargs: dict) -> NativeArgs:
+        """Check the arguments and lay them out as the generated functions expect (see
+        ``codegen.py``)."""
+        if kwargs or len(args) != len(self.names):
+            given = _match(self.kernel, args, kwargs)
+        else:
+            given = dict(zip(self.names, args))
+        tensors: dict[str, _NativeTensor] = {}
+        scalars = {}
+        for p, is_tensor in zip(self.params, self.is_tensor):
+            if is_tensor:
+                tensors[p.name] = self._tensor(p, given[p.name])
+            else:
+                scalars[p.name] = _to_scalar(p, given[p.name])
+        int_scalars = {k: v for k, v in scalars.items() if k in self.int_scalars}
+        sizes = self._sizes(tensors, int_scalars)
+        env = {**sizes, **int_scalars}
+        grid = []
+        for dim in self.grid:
+            try:
+                n = dim.evaluate(env)
+            except ZeroDivisionError:
+                raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
+            if n < 0:
+                raise LaunchError(f"grid dimension {dim} is {n} with {env}")
+            grid.append(n)
+        ints = list(grid)
+        pointers = []
+        for t in tensors.values():
             pointers.append(t.address)
             ints.extend(t.shape)
-    ints.extend(sizes[name] for name in kernel.size_symbols())
-    for p in kernel.params:
-        if isinstance(p.type, ScalarType):
-            dtype = p.type.dtype
-            value = scalars[p.name]
-            ints.append(value if dtype.is_int else int(dtype.encode([value], saturate=False)[0]))
-    ptr_array = (ctypes.c_void_p * max(1, len(pointers)))(*pointers)
-    return NativeArgs(ptr_array, np.asarray(ints or [0], dtype=np.int64), tuple(grid),
-                      [t.keep for t in tensors.values()])
+        ints.extend(sizes[name] for name in self.size_symbols)
+        for p, is_tensor in zip(self.params, self.is_tensor):
+            if not is_tensor:
+                dtype = p.type.dtype
+                value = scalars[p.name]
+                ints.append(value if dtype.is_int
+                            else int(dtype.encode([value], saturate=False)[0]))
+        ptr_array = (ctypes.c_void_p * max(1, len(pointers)))(*pointers)
+        return NativeArgs(ptr_array, np.array(ints or [0], dtype=np.int64), tuple(grid),
+                          [t.keep for t in tensors.values()], given)
+
+    def _sizes(self, tensors: dict[str, _NativeTensor], int_scalars: dict) -> dict[str, int]:
+        if not self.simple_shapes:
+            return _solve_sizes(self.kernel, tensors, int_scalars)
+        sizes: dict[str, int] = {}
+        for name, t in tensors.items():
+            bare = self.bare[name]
+            if len(t.shape) != len(bare):
+                return _solve_sizes(self.kernel, tensors, int_scalars)  # explains the error
+            for sym, actual in zip(bare, t.shape):
+                if sizes.setdefault(sym, actual) != actual:
+                    return _solve_sizes(self.kernel, tensors, int_scalars)
+        return sizes
+
+
+def bind_native(kernel: Kernel, args: tuple, kwargs: dict) -> NativeArgs:
+    """Check the arguments of a launch of ``kernel`` (see :class:`LaunchPlan`)."""
+    return LaunchPlan(kernel).bind(args, kwargs)
 
 
 def num_threads() -> int:
@@ -177,7 +227,7 @@ def launch(worker, native: NativeArgs, errors: dict[int, str]) -> None:
     if total == 0:
         return
     ints_ptr = native.ints.ctypes.data
-    threads = min(num_threads(), total)
+    threads = min(num_threads(), total) if total > 1 else 1
     if threads <= 1:
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
     else:

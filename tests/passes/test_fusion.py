@@ -115,8 +115,33 @@ def tensor_values(kernel: Kernel, shapes: dict[str, tuple[int, ...]], seed: int 
 
 
 # ---- fuse-elementwise on the gemv example ---------------------------------------------------
+#: a u4 GEMV written as a reduction of products (examples/gemv_u4.tile writes it as a dot)
+GEMV_BY_SUM = """
+fn dequant(wq, scale) {
+    return (cast(wq, f32) - 8.0) * scale
+}
+
+kernel gemv_u4[BN: int = 16, BK: int = 64, G: int = 32](
+    w: u4[N, K], s: f32[N, K / G], x: f32[K], y: f32[N],
+) grid(cdiv(N, BN)) {
+    let n0 = block_id(0) * BN
+    var acc = zeros(f32, [BN])
+    for k0 in range(0, K, BK) {
+        let sc = load(s, [n0, k0 / G], [BN, BK / G])
+        let sc_full = reshape(broadcast(sc[:, :, None], [BN, BK / G, G]), [BN, BK])
+        let wf = dequant(load(w, [n0, k0], [BN, BK]), sc_full)
+        let xs = broadcast(load(x, [k0], [BK])[None, :], [BN, BK])
+        acc += sum(wf * xs, 1)
+    }
+    store(y, [n0], acc)
+}
+"""
+
+
 def gemv_kernel() -> Kernel:
-    return bittile.load_module(EXAMPLES / "gemv_u4.tile").gemv_u4.specialize()
+    from bittile.dsl.module import load_source
+
+    return load_source(GEMV_BY_SUM, "gemv_by_sum.tile").gemv_u4.specialize()
 
 
 def test_gemv_dequant_chain_becomes_one_fused_op():

@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bittile
 from bittile.backends.llvm import backend, jit
@@ -21,6 +22,14 @@ from bittile.testing.ir_strategies import kernels_with_sizes
 EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "examples"
 LEVELS = [name for name in ("sse", "avx2", "avx512") if all(
     f in jit.host_features() for f in jit.LEVELS[name].requires)]
+
+
+@pytest.fixture(autouse=True)
+def exact_lookup_tables(monkeypatch):
+    """Dots with low-bit operands may take the table-lookup lowering, whose int8 tables are
+    approximate by design (their accuracy is tested in test_lut_dot.py); agreement with the
+    interpreter is checked with its float tables."""
+    monkeypatch.setenv("BITTILE_LUT_EXACT", "1")
 
 
 def example(name: str, **consts):
@@ -68,7 +77,8 @@ def test_examples_match_numpy():
     codes = bittile.unpack(args["w"]).astype(np.float64)
     scales = np.repeat(args["s"].astype(np.float64), 32, axis=1)
     expected = ((codes - 8) * scales) @ args["x"]
-    np.testing.assert_allclose(args["y"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(args["y"], expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -92,6 +102,23 @@ def test_smaller_cpu_levels_give_the_same_results(level, monkeypatch):
 @given(kernels_with_sizes(max_ops=16))
 def test_generated_programs_match_the_interpreter(generated):
     assert_backends_agree(generated)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(kernels_with_sizes(max_ops=12), st.sampled_from([8, 16, 32]))
+def test_word_ops_after_pack_bits_match_the_interpreter(generated, word):
+    """The llvm backend also runs kernels after pack-bits (word loads and stores)."""
+    from bittile.passes.manager import run_pipeline
+    from bittile.testing.checkers import _first_difference, _salted, run_codes
+
+    rng = np.random.default_rng(0)
+    args = _salted(generated.kernel, generated.random_arguments(rng, nonfinite=True), rng)
+    packed = run_pipeline(generated.kernel, f"pack-bits{{word={word}}}", verify=True)
+    expected = run_codes(generated.kernel, args, "interp")
+    got = run_codes(packed, args, "llvm")
+    difference = _first_difference(expected, got, generated.kernel, tolerant=True)
+    assert difference is None, f"{difference}\n{packed}"
 
 
 def _store_one_per_block(dtype):

@@ -1,0 +1,445 @@
+"""T-MAC-style lookup-table (LUT) matmul for low-bit weights on the CPU.
+
+``sum_k x[k] * (alpha * q[k, n] + beta)`` with unsigned ``bits``-bit codes ``q``: the codes are
+split into bit planes, every group of four activations gets a 16-entry table of the signed sums
+``sum_j +-x_j`` (8 computed, 8 mirrored), quantized to int8, and each plane of four codes becomes
+one 4-bit index into it; byte shuffles (``vpermb`` / ``pshufb``) do the lookups and integer
+dot-product instructions accumulate them. ``docs/lut.md`` derives it and describes the layouts.
+
+API:
+
+- ``LutSpec``, ``tile_bytes(spec)``, ``repack(codes, spec, k_axis)`` (and ``unrepack``);
+- ``emit_lut_tile(module, spec, name)``: ``void name(float* x, uint8* wtile, float* alpha,
+  float* beta, float* acc)``, one tile, tables built on its stack;
+- the same split in two, for callers that reuse the tables of a row block over many N tiles:
+  ``emit_lut_tables(module, spec, name)``: ``void name(float* x, uint8* tables)`` and
+  ``emit_lut_tile_tables(module, spec, name)``: ``void name(uint8* tables, uint8* wtile,
+  float* alpha, float* beta, float* acc)``, with ``tables_bytes(spec)`` bytes of scratch;
+- ``LutMatmul``: a whole matrix, repacked once, multiplied by one compiled native function per
+  thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+
+import numpy as np
+from llvmlite import ir
+
+from bittile.backends.llvm.lut_emit import I64, PTR, Emitter, Rows, rows_for
+from bittile.backends.llvm.lut_plan import (
+    LutSpec,
+    Plan,
+    make_plan,
+    period_k,
+    repack,
+    tile_bytes,
+    unrepack,
+)
+from bittile.errors import BittileError
+
+__all__ = ["LutSpec", "tile_bytes", "repack", "unrepack", "emit_lut_tile", "emit_lut_tables",
+           "emit_lut_tile_tables", "tables_bytes", "LutMatmul", "make_plan"]
+
+
+def _blocking(plan: Plan, m: int) -> tuple[int, int]:
+    """(rows, weight vectors) handled at once by one kernel call."""
+    if plan.kind == "exact":
+        return 1, 1
+    if plan.kind == "vbmi":
+        return (1, plan.nv) if m == 1 else (4 if plan.bits <= 4 else 2, 2)
+    if m == 1:
+        return 1, plan.nv
+    return (4 if plan.isa in ("avx512bw",) or plan.level.vector_bits >= 512 else 2), 1
+
+
+def _chunks(total: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(size, total - i)) for i in range(0, total, size)]
+
+
+def tables_bytes(spec: LutSpec) -> int:
+    """Scratch bytes of the tables of ``spec.m`` rows (``emit_lut_tables``)."""
+    plan = make_plan(spec)
+    return spec.m * rows_for(plan, plan.kp, spec.block_k).stride
+
+
+def _tile_body(em: Emitter, rows: Rows, rec, w, alpha, beta, acc):
+    """Calls of the kernels covering one tile for spec.m rows (static)."""
+    plan, spec, b = em.plan, em.plan.spec, em.b
+    mb, nbk = _blocking(plan, spec.m)
+    woff, n0 = 0, 0
+    for nvec, gbytes in zip(plan.ngroups, plan.ngroup_bytes):
+        for j0, cnt in _chunks(nvec, nbk):
+            nfirst = n0 + j0 * plan.vec_n
+            nvalid = spec.block_n - nfirst
+            if nvalid <= 0:
+                continue
+            for m0, mcnt in _chunks(spec.m, mb):
+                kern = em.emit_kernel(rows, mcnt, cnt, nvec,
+                                      nvalid if nvalid < cnt * plan.vec_n else None)
+                b.call(kern, [em.ptr(rec, m0 * rows.stride), I64(0),
+                              em.ptr(w, woff + j0 * plan.vbytes), em.ptr(alpha, 4 * nfirst),
+                              em.ptr(beta, 4 * nfirst),
+                              em.ptr(acc, 4 * (m0 * spec.block_n + nfirst)),
+                              I64(spec.block_n), I64(spec.block_n)])
+        woff += gbytes
+        n0 += nvec * plan.vec_n
+
+
+def _build_rows(em: Emitter, rowfn, rows: Rows, x, rec, m):
+    for i in range(m):
+        em.b.call(rowfn, [em.ptr(x, 4 * i * em.plan.spec.block_k), em.ptr(rec, i * rows.stride)])
+
+
+def emit_lut_tile(module: ir.Module, spec: LutSpec, name: str) -> ir.Function:
+    """Adds ``void name(float* x, uint8* wtile, float* alpha, float* beta, float* acc)``:
+    for m < spec.m, n < spec.block_n, ``acc[m*block_n + n] += sum_{k < block_k} x[m*block_k + k]
+    * (alpha[(k // group_k)*block_n + n] * q[k, n] + beta[(k // group_k)*block_n + n])`` with q
+    the codes of the tile ``wtile`` (see ``repack``). The tables live on its stack."""
+    plan = make_plan(spec)
+    rows = rows_for(plan, plan.kp, spec.block_k)
+    em = Emitter(module, plan, name)
+    rowfn = em.emit_row_builder(rows)
+    fn = em.function(name, [PTR] * 5, internal=False)
+    x, w, alpha, beta, acc = fn.args
+    slot = em.b.alloca(ir.ArrayType(ir.IntType(8), spec.m * rows.stride))
+    slot.align = 64
+    rec = em.b.bitcast(slot, PTR)
+    _build_rows(em, rowfn, rows, x, rec, spec.m)
+    _tile_body(em, rows, rec, w, alpha, beta, acc)
+    em.b.ret_void()
+    return fn
+
+
+def emit_lut_tables(module: ir.Module, spec: LutSpec, name: str) -> ir.Function:
+    """Adds ``void name(float* x, uint8* tables)``: the tables of the ``spec.m`` rows of x
+    ([m, block_k]) into ``tables`` (``tables_bytes(spec)`` bytes, any alignment)."""
+    plan = make_plan(spec)
+    rows = rows_for(plan, plan.kp, spec.block_k)
+    em = Emitter(module, plan, name)
+    rowfn = em.emit_row_builder(rows)
+    fn = em.function(name, [PTR, PTR], internal=False)
+    _build_rows(em, rowfn, rows, fn.args[0], fn.args[1], spec.m)
+    em.b.ret_void()
+    return fn
+
+
+def emit_lut_tile_tables(module: ir.Module, spec: LutSpec, name: str) -> ir.Function:
+    """Adds ``void name(uint8* tables, uint8* wtile, float* alpha, float* beta, float* acc)``:
+    ``emit_lut_tile`` with the tables made by ``emit_lut_tables`` (of the same spec)."""
+    plan = make_plan(spec)
+    rows = rows_for(plan, plan.kp, spec.block_k)
+    em = Emitter(module, plan, name)
+    fn = em.function(name, [PTR] * 5, internal=False)
+    _tile_body(em, rows, *fn.args)
+    em.b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------------- whole matrix
+
+
+def _emit_driver(module: ir.Module, plan: Plan, name: str, ktiles: int, ntiles: int) -> Rows:
+    """``void name(float* x, i64 M, uint8* w, float* alpha, float* beta, float* y,
+    uint8* scratch, i64* counters, i64* ends, i64 T, i64 t)``: builds the tables of x [M, K]
+    into scratch, then ``y[M, ldn] = x @ W`` for the N tiles it claims (see below). alpha/beta
+    [K / group_k, ldn] are padded (ldn = ntiles * block_n); each of the T threads of a call
+    runs it with its own t and scratch and the same counters (T + 1 of them) and ends; the
+    call of thread 0 returns when every thread has finished."""
+    spec = plan.spec
+    kall = ktiles * spec.block_k
+    rows = rows_for(plan, kall, kall)
+    em = Emitter(module, plan, name)
+    rowfn = em.emit_row_builder(rows)
+    ldn = ntiles * spec.block_n
+    b_one, nb_one = _blocking(plan, 1)
+    mbm, nbm = _blocking(plan, 2)
+
+    # per n-group: every m block
+    ngfns = {}
+    for nvec in sorted(set(plan.ngroups)):
+        fn = em.function(f"{name}.ng{nvec}", [PTR, I64, I64, PTR, PTR, PTR, PTR])
+        rec, m_rows, kt, w, alpha, beta, y = fn.args
+        b = em.b
+
+        def call(kern, m0, j0, em=em, rec=rec, kt=kt, w=w, alpha=alpha, beta=beta, y=y):
+            nf = j0 * plan.vec_n
+            em.b.call(kern, [em.ptr(rec, em.mul(m0, rows.stride)), kt,
+                             em.ptr(w, j0 * plan.vbytes), em.ptr(alpha, 4 * nf),
+                             em.ptr(beta, 4 * nf),
+                             em.ptr(y, em.add(em.mul(m0, 4 * ldn), 4 * nf)),
+                             I64(ldn), I64(ldn)])
+
+        one = b.append_basic_block("one")
+        many = b.append_basic_block("many")
+        done = b.append_basic_block("done")
+        b.cbranch(b.icmp_signed("==", m_rows, I64(1)), one, many)
+        b.position_at_end(one)
+        for j0, cnt in _chunks(nvec, nb_one):
+            call(em.emit_kernel(rows, 1, cnt, nvec, None), 0, j0)
+        b.branch(done)
+        b.position_at_end(many)
+        full = b.udiv(m_rows, I64(mbm))
+        rem = b.urem(m_rows, I64(mbm))
+        for j0, cnt in _chunks(nvec, nbm):
+            kern = em.emit_kernel(rows, mbm, cnt, nvec, None)
+            em.loop(full, [], lambda i, _, kern=kern, j0=j0: call(kern, em.mul(i, mbm), j0)
+                    or [])
+            if mbm > 1:
+                after = b.append_basic_block("after")
+                m0 = em.mul(full, mbm)
+                sw = b.switch(rem, after)
+                for r in range(1, mbm):
+                    blk = b.append_basic_block(f"rem{r}")
+                    sw.add_case(I64(r), blk)
+                    b.position_at_end(blk)
+                    call(em.emit_kernel(rows, r, cnt, nvec, None), m0, j0)
+                    b.branch(after)
+                b.position_at_end(after)
+        b.branch(done)
+        b.position_at_end(done)
+        b.ret_void()
+        ngfns[nvec] = fn
+
+    fn = em.function(name, [PTR, I64, PTR, PTR, PTR, PTR, PTR, PTR, PTR, I64, I64],
+                     internal=False)
+    x, m_rows, w, alpha, beta, y, scratch, counters, ends, nthreads, tid = fn.args
+    b = em.b
+    def build(i, _):
+        b.call(rowfn, [em.ptr(x, em.mul(i, 4 * kall)), em.ptr(scratch, em.mul(i, rows.stride))])
+        return []
+
+    em.loop(m_rows, [], build)
+    ngroups, gbytes = plan.ngroups, plan.ngroup_bytes
+    nfull = sum(1 for v in ngroups if v == plan.nv)
+    gn = plan.nv * plan.vec_n
+
+    def tile(nt):
+        # y[:, tile] = 0
+        yt = em.ptr(y, em.mul(nt, 4 * spec.block_n))
+        lanes = 16 if plan.level.vector_bits >= 512 else 8 if plan.level.vector_bits >= 256 else 4
+
+        def zero_row(i, _):
+            for c in range(spec.block_n // lanes):
+                em.store(ir.Constant(ir.VectorType(ir.FloatType(), lanes), None), yt,
+                         em.add(em.mul(i, 4 * ldn), 4 * lanes * c))
+            for c in range(spec.block_n // lanes * lanes, spec.block_n):
+                em.store(ir.Constant(ir.FloatType(), 0.0), yt, em.add(em.mul(i, 4 * ldn), 4 * c))
+            return []
+
+        em.loop(m_rows, [], zero_row)
+
+        def ktile(kt, _):
+            wt = em.ptr(w, em.mul(em.add(em.mul(kt, ntiles), nt), plan.tile_bytes))
+            arow = em.mul(kt, (spec.block_k // spec.group_k) * ldn)
+            n0 = em.mul(nt, spec.block_n)
+
+            def group(g, _, nvec, goff, gn0):
+                nn = em.add(n0, gn0)
+                an = em.mul(em.add(arow, nn), 4)
+                b.call(ngfns[nvec], [scratch, m_rows, kt, em.ptr(wt, goff), em.ptr(alpha, an),
+                                     em.ptr(beta, an), em.ptr(y, em.mul(nn, 4))])
+                return []
+
+            em.loop(nfull, [], lambda g, _: group(g, _, plan.nv, em.mul(g, gbytes[0]),
+                                                  em.mul(g, gn)))
+            if len(ngroups) > nfull:
+                group(None, None, ngroups[-1], nfull * gbytes[0], nfull * gn)
+            return []
+
+        em.loop(ktiles, [], ktile)
+
+    # Thread t of T works on its own range of N tiles, [counters[t], ends[t]), claiming one tile
+    # at a time (atomically incrementing counters[t]), then helps the others with theirs.
+    def steal(k, _):
+        v = b.urem(b.add(tid, k), nthreads)
+        cptr = em.ptr(counters, b.mul(v, I64(8)))
+        end = em.load(I64, ends, b.mul(v, I64(8)))
+        claim = b.append_basic_block("claim")
+        work = b.append_basic_block("work")
+        done = b.append_basic_block("done")
+        b.branch(claim)
+        b.position_at_end(claim)
+        nt = b.atomic_rmw("add", cptr, I64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", nt, end), work, done)
+        b.position_at_end(work)
+        tile(nt)
+        b.branch(claim)
+        b.position_at_end(done)
+        return []
+
+    em.loop(nthreads, [], steal)
+
+    # counters[T] counts finished threads; thread 0 returns only when all have finished (a
+    # spin: waking a blocked Python thread costs more than the last tile of the others)
+    done_ptr = em.ptr(counters, b.mul(nthreads, I64(8)))
+    b.atomic_rmw("add", done_ptr, I64(1), "release")
+    spin = b.append_basic_block("spin")
+    wait = b.append_basic_block("wait")
+    out = b.append_basic_block("out")
+    b.cbranch(b.icmp_signed("==", tid, I64(0)), spin, out)
+    b.position_at_end(spin)
+    ld = b.load_atomic(done_ptr, "acquire", 8, typ=I64)
+    b.cbranch(b.icmp_signed("<", ld, nthreads), wait, out)
+    b.position_at_end(wait)
+    if plan.isa != "generic":
+        b.call(em.intrinsic("llvm.x86.sse2.pause", ir.VoidType(), []), [])
+    b.branch(spin)
+    b.position_at_end(out)
+    b.ret_void()
+    return rows
+
+
+class _Worker:
+    """A thread running one native call per ``start`` (a lock hand-off: cheaper than an
+    executor's futures). The caller learns the end of the call from the native code itself (see
+    ``_emit_driver``), so the worker may be started again once that call has finished."""
+
+    def __init__(self):
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._job = None
+        threading.Thread(target=self._loop, daemon=True, name="bittile-lut").start()
+
+    def _loop(self):
+        while True:
+            self._go.acquire()
+            self._job()
+
+    def start(self, job):
+        self._job = job
+        self._go.release()
+
+
+_pool_lock = threading.Lock()
+_workers: list[_Worker] = []
+
+
+def _num_threads() -> int:
+    env = os.environ.get("BITTILE_NUM_THREADS")
+    return max(1, int(env)) if env else (os.cpu_count() or 1)
+
+
+def _take_workers(n: int) -> list[_Worker]:
+    """n idle workers (returned with ``_give_workers``)."""
+    with _pool_lock:
+        got = [_workers.pop() for _ in range(min(n, len(_workers)))]
+    return got + [_Worker() for _ in range(n - len(got))]
+
+
+def _give_workers(ws: list[_Worker]) -> None:
+    with _pool_lock:
+        _workers.extend(ws)
+
+
+class LutMatmul:
+    """``y = x @ (alpha * q + beta)`` for a fixed low-bit weight matrix.
+
+    ``codes``: [K, N] (``k_axis=0``) or [N, K] (``k_axis=1``) integer codes in [0, 2^bits);
+    ``alpha``, ``beta``: [ceil(K / group_k), N] scales and offsets (beta may be None: 0).
+    Calling it with x [M, K] (float32) returns y [M, N] float32, computed by one native function
+    (per thread: the N tiles are split across ``num_threads`` threads, default
+    ``BITTILE_NUM_THREADS`` or the CPU count) that builds the tables of x once and then loops
+    over its tiles.
+    """
+
+    def __init__(self, codes, alpha, beta=None, *, bits: int, group_k: int, k_axis: int = 0,
+                 exact: bool = False, level: str = "host", block_k: int | None = None,
+                 block_n: int | None = None, intrinsics: bool = True,
+                 num_threads: int | None = None):
+        codes = np.asarray(codes)
+        if codes.ndim != 2:
+            raise BittileError("LutMatmul needs 2-D codes")
+        k, n = codes.shape if k_axis == 0 else codes.shape[::-1]
+        self.K, self.N, self.bits, self.group_k = k, n, bits, group_k
+        probe = make_plan(LutSpec(bits, 1, group_k, 1, group_k, exact, level, intrinsics))
+        unit = math.lcm(group_k, 16, period_k(probe))
+        if block_k is None:
+            block_k = -(-k // unit) * unit
+        elif block_k % unit:
+            raise BittileError(f"block_k must be a multiple of {unit} here")
+        if block_n is None:
+            block_n = probe.nv * probe.vec_n
+        self.spec = LutSpec(bits, 1, block_k, block_n, group_k, exact, level, intrinsics)
+        self.plan = make_plan(self.spec)
+        self.ktiles = -(-k // block_k)
+        self.ntiles = -(-n // block_n)
+        self.kpad, self.ldn = self.ktiles * block_k, self.ntiles * block_n
+        self.weights = repack(codes, self.spec, k_axis)
+        ga = self.kpad // group_k
+        alpha = np.asarray(alpha, np.float32)
+        if alpha.shape != (-(-k // group_k), n):
+            raise BittileError(f"alpha must have shape {(-(-k // group_k), n)}, "
+                               f"not {alpha.shape}")
+        self.alpha = np.zeros((ga, self.ldn), np.float32)
+        self.alpha[:alpha.shape[0], :n] = alpha
+        self.beta = np.zeros_like(self.alpha)
+        if beta is not None:
+            beta = np.asarray(beta, np.float32)
+            if beta.shape != alpha.shape:
+                raise BittileError("beta must have the shape of alpha")
+            self.beta[:beta.shape[0], :n] = beta
+        self.num_threads = num_threads or _num_threads()
+        self._compile()
+        self._lock = threading.Lock()
+        self._cached = None
+
+    def _compile(self):
+        from bittile.backends.llvm import jit
+
+        module = ir.Module(name="lut")
+        self.rows = _emit_driver(module, self.plan, "lut_mm", self.ktiles, self.ntiles)
+        self.ir = str(module)
+        self.jit = jit.JitModule(self.ir, self.plan.level)
+        p, i = ctypes.c_void_p, ctypes.c_int64
+        self._fn = self.jit.function("lut_mm", None, p, i, p, p, p, p, p, p, p, i, i)
+
+    def _state(self, m: int):
+        """Buffers and ctypes arguments of calls with m rows (cached for the last m)."""
+        st = self._cached
+        if st is not None and st[0] == m:
+            return st
+        nthreads = max(1, min(self.num_threads, self.ntiles))
+        xbuf = np.zeros((m, self.kpad), np.float32)
+        ybuf = np.zeros((m, self.ldn), np.float32)
+        scratch = [np.empty(m * self.rows.stride + 64, np.uint8) for _ in range(nthreads)]
+        starts = np.array([self.ntiles * t // nthreads for t in range(nthreads)], np.int64)
+        ends = np.array([self.ntiles * (t + 1) // nthreads for t in range(nthreads)], np.int64)
+        counters = np.zeros(nthreads + 1, np.int64)
+        common = (xbuf.ctypes.data, m, self.weights.ctypes.data, self.alpha.ctypes.data,
+                  self.beta.ctypes.data, ybuf.ctypes.data)
+        args = []
+        for t in range(nthreads):
+            sp = scratch[t].ctypes.data
+            args.append(common + (sp + (-sp % 64), counters.ctypes.data, ends.ctypes.data,
+                                  nthreads, t))
+        st = (m, xbuf, ybuf, counters, starts, args, (scratch, ends))
+        self._cached = st
+        return st
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        squeeze = x.ndim == 1
+        if squeeze:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != self.K:
+            raise BittileError(f"x must be [M, {self.K}], not {list(x.shape)}")
+        with self._lock:
+            _, xbuf, ybuf, counters, starts, args, _ = self._state(x.shape[0])
+            xbuf[:, :self.K] = x
+            counters[:-1] = starts
+            counters[-1] = 0
+            fn = self._fn
+            if len(args) == 1:
+                fn(*args[0])
+            else:
+                workers = _take_workers(len(args) - 1)
+                for wk, a in zip(workers, args[1:]):
+                    wk.start(lambda a=a: fn(*a))
+                fn(*args[0])  # returns when every thread has finished
+                _give_workers(workers)
+            out = ybuf[:, :self.N].copy()
+        return out[0] if squeeze else out
