@@ -41,6 +41,11 @@ SWITCHES = {
         Switch("BITTILE_DUMP_DIR", "str", None, False,
                "write the IR before the first pass and after every pass to this folder"),
         Switch("BITTILE_TIME_PASSES", "bool", False, False, "print how long each pass took"),
+        Switch("BITTILE_CACHE_DIR", "str", None, False,
+               "the compile cache folder (default: the user cache folder, e.g. "
+               "~/.cache/bittile)"),
+        Switch("BITTILE_DISABLE_CACHE", "bool", False, False,
+               "keep compiled kernels in memory only (no disk cache)"),
         Switch("BITTILE_NUM_THREADS", "int", None, False,
                "threads a CPU kernel runs on (default: the number of cores)"),
         Switch("BITTILE_DOT_LOWERING", "str", "auto", True,

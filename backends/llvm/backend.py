@@ -9,7 +9,9 @@ repacked copy is cached with the weight object (see :func:`repacked`).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
+import json
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ _WORKER_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p
 @dataclass
 class CompiledKernel:
     kernel: Kernel
-    lowered: Kernel
+    lowered: Kernel | None  # None when loaded from the disk cache
     llvm_ir: str
     module: jit.JitModule
     worker: object
@@ -96,27 +98,70 @@ def _cache_key(level: jit.CpuLevel) -> tuple:
 
 def compile_kernel(kernel: Kernel, level: str | None = None) -> CompiledKernel:
     """Compile ``kernel`` for the CPU level ``level`` (default: ``BITTILE_CPU_LEVEL`` or the
-    host), cached on the kernel."""
+    host), cached on the kernel and in the disk cache (``runtime/cache.py``) as object code."""
     cpu = jit.resolve_level(level or config.get("BITTILE_CPU_LEVEL"))
     cache = kernel.__dict__.setdefault("_llvm_compiled", {})
     key = _cache_key(cpu)
     compiled = cache.get(key)
     if compiled is None:
+        compiled = cache[key] = _compile(kernel, cpu)
+    return compiled
+
+
+def _disk_key(kernel: Kernel, cpu: jit.CpuLevel) -> str:
+    import llvmlite
+
+    from bittile.runtime.cache import cache_key
+
+    binding = jit.llvm()
+    return cache_key("llvm", str(kernel), llvmlite.__version__, str(binding.llvm_version_info),
+                     cpu.cpu, cpu.features)
+
+
+def _compile(kernel: Kernel, cpu: jit.CpuLevel) -> CompiledKernel:
+    from bittile.runtime.cache import default_cache
+
+    start = time.perf_counter()
+    built: list = []
+
+    def build() -> bytes:
         from bittile.backends.llvm.codegen import generate
 
-        start = time.perf_counter()
         lowered = _lower(kernel)
         luts = _lut_dots(lowered, cpu)
         text = str(generate(lowered, luts, cpu.vector_bits))
-        module = jit.JitModule(text, cpu)
-        worker = _WORKER_TYPE(module.address("bittile_worker"))
+        obj, optimized = jit.compile_object(text, cpu)
         tensor_names = [p.name for p in lowered.params if isinstance(p.type, TensorType)]
         repacked_params = {tensor_names[plan.param_index]: (plan.param_index, spec, plan.k_axis)
                            for plan, spec in luts.values()}
-        compiled = CompiledKernel(kernel, lowered, text, module, worker,
-                                  time.perf_counter() - start, repacked_params)
-        cache[key] = compiled
-    return compiled
+        built.append((lowered, text))
+        return _pack_artifact(obj, optimized, text, repacked_params)
+
+    payload, _ = default_cache().get_or_compute(_disk_key(kernel, cpu), build)
+    obj, optimized, text, repacked_params = _unpack_artifact(payload)
+    module = jit.JitModule.from_object(obj, cpu, optimized)
+    worker = _WORKER_TYPE(module.address("bittile_worker"))
+    lowered = built[0][0] if built else None
+    return CompiledKernel(kernel, lowered, text, module, worker, time.perf_counter() - start,
+                          repacked_params)
+
+
+def _pack_artifact(obj: bytes, optimized: str, text: str, repacked_params: dict) -> bytes:
+    meta = {"optimized_ir": optimized, "llvm_ir": text,
+            "repacked": {name: [index, dataclasses.asdict(spec), k_axis]
+                         for name, (index, spec, k_axis) in repacked_params.items()}}
+    header = json.dumps(meta).encode()
+    return len(header).to_bytes(8, "little") + header + obj
+
+
+def _unpack_artifact(payload: bytes):
+    from bittile.backends.llvm.lut import LutSpec
+
+    size = int.from_bytes(payload[:8], "little")
+    meta = json.loads(payload[8:8 + size])
+    repacked = {name: (index, LutSpec(**spec), k_axis)
+                for name, (index, spec, k_axis) in meta["repacked"].items()}
+    return payload[8 + size:], meta["optimized_ir"], meta["llvm_ir"], repacked
 
 
 def run(kernel: Kernel, *args, **kwargs) -> None:

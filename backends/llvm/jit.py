@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from bittile.errors import BittileError
 
 __all__ = ["CpuLevel", "LEVELS", "host_level", "target_machine", "optimize", "JitModule",
+           "compile_object",
            "llvm"]
 
 _init_lock = threading.Lock()
@@ -134,6 +135,14 @@ def optimize(mod, tm, speed_level: int = 3) -> None:
     pm.run(mod, pb)
 
 
+def compile_object(llvm_ir: str, level: CpuLevel, speed_level: int = 3) -> tuple[bytes, str]:
+    """Optimize ``llvm_ir`` for ``level``; the object code and the optimized IR."""
+    tm = target_machine(level)
+    mod = parse(llvm_ir)
+    optimize(mod, tm, speed_level)
+    return tm.emit_object(mod), str(mod)
+
+
 class JitModule:
     """A module compiled to machine code and loaded into this process (MCJIT)."""
 
@@ -149,6 +158,21 @@ class JitModule:
         self._engine.finalize_object()
         self._engine.run_static_constructors()
         self._module = mod
+
+    @classmethod
+    def from_object(cls, obj: bytes, level: CpuLevel, optimized_ir: str = "") -> JitModule:
+        """Load object code made by :func:`compile_object` (no LLVM optimization runs)."""
+        binding = llvm()
+        self = cls.__new__(cls)
+        self.level = level
+        self.optimized_ir = optimized_ir
+        self.asm = None
+        empty = binding.parse_assembly("")
+        self._engine = binding.create_mcjit_compiler(empty, target_machine(level))
+        self._engine.add_object_file(binding.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+        self._module = empty
+        return self
 
     def assembly(self) -> str:
         """The module's assembly, for inspection."""
