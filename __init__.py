@@ -66,6 +66,7 @@ from bittile.ir.layout import (
     replicated,
     spatial,
 )
+from bittile.runtime.autotune import autotune
 from bittile.runtime.config import override as options
 from bittile.runtime.packed import PackedTensor, pack, unpack
 
@@ -83,7 +84,7 @@ __all__ = [
     "f16", "bf16", "f32", "f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1",
     "RegisterLayout", "spatial", "local", "column_spatial", "column_local", "replicated",
     "concat", "parse_layout",
-    "PackedTensor", "pack", "unpack", "options",
+    "PackedTensor", "pack", "unpack", "options", "autotune",
     "kernel", "func", "TileKernel", "TileFunction", "TileModule", "load_module", "load_source",
     *_BUILTIN_NAMES,
 ]

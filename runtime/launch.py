@@ -153,6 +153,18 @@ def _bf16_marker():
         raise LaunchError("bf16 torch tensors need the ml_dtypes package") from exc
 
 
+def from_dlpack(param: Param, arg) -> np.ndarray | None:
+    """A numpy view of an object that implements the DLPack protocol (on the CPU), or None."""
+    if not hasattr(arg, "__dlpack__"):
+        return None
+    try:
+        return np.from_dlpack(arg)
+    except (BufferError, TypeError, RuntimeError, ValueError) as exc:
+        raise LaunchError(f"argument {param.name!r} ({type(arg).__name__}) cannot be shared "
+                          f"through DLPack: {exc}",
+                          hint="pass a CPU tensor or a numpy array") from None
+
+
 def _to_tensor_arg(param: Param, arg, written: bool) -> TensorArg:
     if isinstance(arg, PackedTensor):
         return _tensor_from_packed(param, arg, written)
@@ -160,9 +172,13 @@ def _to_tensor_arg(param: Param, arg, written: bool) -> TensorArg:
         return _tensor_from_numpy(param, arg, written)
     if type(arg).__module__.startswith("torch"):
         return _tensor_from_torch(param, arg, written)
+    shared = from_dlpack(param, arg)
+    if shared is not None:
+        return _tensor_from_numpy(param, shared, written)
     raise LaunchError(
         f"argument {param.name!r} must be a tensor, got {_arg_description(arg)}",
-        hint="pass a numpy array, a torch tensor or a bittile.PackedTensor",
+        hint="pass a numpy array, a torch tensor, a bittile.PackedTensor or any object with "
+             "__dlpack__",
     )
 
 

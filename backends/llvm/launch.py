@@ -27,6 +27,7 @@ from bittile.runtime.launch import (
     _match,
     _solve_sizes,
     _to_scalar,
+    from_dlpack,
     numpy_word,
     written_params,
 )
@@ -103,6 +104,9 @@ def _to_native(param: Param, arg, written: bool) -> _NativeTensor:
         return _from_numpy(param, arg, written)
     if type(arg).__module__.startswith("torch"):
         return _from_torch(param, arg, written)
+    shared = from_dlpack(param, arg)
+    if shared is not None:
+        return _from_numpy(param, shared, written)
     raise LaunchError(f"argument {param.name!r} must be a tensor, got {type(arg).__name__}",
                       hint="pass a numpy array, a torch tensor or a bittile.PackedTensor")
 

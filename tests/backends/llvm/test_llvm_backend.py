@@ -207,3 +207,35 @@ def test_cli_emits_llvm_and_assembly(capsys):
     assert main(["compile", path, "--emit", "asm", "--cpu", "sse"]) == 0
     asm = capsys.readouterr().out
     assert "bittile_worker" in asm and "%ymm" not in asm
+
+
+class _DLPackOnly:
+    """Something that is neither numpy nor torch but shares its memory through DLPack."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, **kwargs):
+        return self.array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+@pytest.mark.parametrize("backend_name", ["interp", "llvm"])
+def test_dlpack_arguments_are_used_in_place(backend_name):
+    module = load_module(str(EXAMPLES / "vector_add.tile"))
+    x = np.arange(50, dtype=np.float32)
+    z = np.zeros_like(x)
+    module.vector_add(_DLPackOnly(x), _DLPackOnly(x), _DLPackOnly(z), backend=backend_name)
+    np.testing.assert_array_equal(z, 2 * x)
+
+
+def test_torch_tensors_are_used_in_place():
+    import torch
+
+    module = load_module(str(EXAMPLES / "vector_add.tile"))
+    x = torch.arange(300, dtype=torch.float32)
+    z = torch.zeros(300)
+    module.vector_add(x, x, z, backend="llvm")
+    assert torch.equal(z, 2 * x)
