@@ -1,1 +1,19 @@
-"""Placeholder package; see issues for the work that fills it."""
+"""bittile's standard library: kernels written in the tile language (``stdlib/*.tile``) and
+thin Python wrappers that validate, choose tile sizes and launch them."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+__all__ = ["kernels"]
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+@functools.cache
+def kernels(family: str):
+    """The module of ``stdlib/<family>.tile`` (e.g. ``kernels("gemm").linear``)."""
+    from bittile.dsl.module import load_module
+
+    return load_module(_HERE / f"{family}.tile")

@@ -69,8 +69,13 @@ class KernelCodegen:
         self.vector_bits = vector_bits
         #: id(dequant_dot op) -> (LutDot, LutSpec): dots lowered to table lookups
         self.lut_dots = lut_dots or {}
+        #: ids of the loads that only those dots read (not emitted: the weights are repacked)
+        self.lut_loads = {id(plan.load) for plan, _ in self.lut_dots.values()}
         self.lut_functions: dict = {}
         self._zero_globals: dict[int, ir.GlobalVariable] = {}
+        self.scratch_regions: list = []
+        self.scalar_region_cache: dict = {}
+        self.dims_slot: dict[int, int] = {}  # id(tensor param) -> index of its dims in ints
         self.module = ir.Module(name=kernel.name)
         self.env: dict[int, object] = {}  # id(Value) -> ir.Value (scalar) or Tile
         self.uses = _use_info(kernel)
@@ -154,9 +159,10 @@ class KernelCodegen:
     def _block_function(self) -> None:
         k = self.kernel
         grid_args = [I64] * len(k.grid)
-        fnty = ir.FunctionType(I32, [PTR, PTR, *grid_args])
+        fnty = ir.FunctionType(I32, [PTR, PTR, PTR, *grid_args])
         fn = ir.Function(self.module, fnty, name="bittile_block")
         fn.linkage = "internal"
+        vector_attributes(fn, self.vector_bits)
         self.fn = fn
         self.loops = Loops(fn)
         self.entry = fn.append_basic_block("entry")
@@ -165,14 +171,16 @@ class KernelCodegen:
         self.b.branch(start)
         self.b.position_at_end(start)
         self.status_fail = None
-        tensors_ptr, ints_ptr, *bids = fn.args
+        tensors_ptr, ints_ptr, self.scratch, *bids = fn.args
         self.block_ids = bids
+        self._ints_ptr = ints_ptr
         self._bind_params(tensors_ptr, ints_ptr)
         self.emit_block(k.body)
         self.b.ret(const(0, I32))
 
-    def _load_int(self, ints_ptr, index: int) -> ir.Value:
-        return self.b.load(self.b.gep(ints_ptr, [const(index)], source_etype=I64), typ=I64)
+    def _load_int(self, ints_ptr, index: int, b: ir.IRBuilder | None = None) -> ir.Value:
+        b = b or self.b
+        return b.load(b.gep(ints_ptr, [const(index)], source_etype=I64), typ=I64)
 
     def _bind_params(self, tensors_ptr, ints_ptr) -> None:
         b, k = self.b, self.kernel
@@ -183,6 +191,7 @@ class KernelCodegen:
             ptr = b.load(b.gep(tensors_ptr, [const(i)], source_etype=PTR), typ=PTR)
             self.env[id(v)] = ptr
             self.tensor_index[id(v)] = i
+            self.dims_slot[id(v)] = slot
             dims = []
             for _ in p.type.shape:
                 dims.append(self._load_int(ints_ptr, slot))
@@ -201,6 +210,7 @@ class KernelCodegen:
         k = self.kernel
         fnty = ir.FunctionType(I32, [PTR, PTR, I64, I64])
         fn = ir.Function(self.module, fnty, name="bittile_worker")
+        vector_attributes(fn, self.vector_bits)
         tensors_ptr, ints_ptr, begin, end = fn.args
         entry = fn.append_basic_block("entry")
         head = fn.append_basic_block("head")
@@ -210,17 +220,19 @@ class KernelCodegen:
         b = ir.IRBuilder(entry)
         extents = [b.load(b.gep(ints_ptr, [const(i)], source_etype=I64), typ=I64)
                    for i in range(len(k.grid))]
+        scratch = self._worker_scratch(b, ints_ptr)
+        pre = b.block
         b.branch(head)
         b.position_at_end(head)
         lin = b.phi(I64, name="lin")
-        lin.add_incoming(begin, entry)
+        lin.add_incoming(begin, pre)
         b.cbranch(b.icmp_signed("<", lin, end), body, done)
         b.position_at_end(body)
         bids, rest = [], lin
         for extent in reversed(extents):
             bids.append(b.urem(rest, extent))
             rest = b.udiv(rest, extent)
-        status = b.call(self.fn, [tensors_ptr, ints_ptr, *reversed(bids)])
+        status = b.call(self.fn, [tensors_ptr, ints_ptr, scratch, *reversed(bids)])
         nxt = b.add(lin, const(1))
         lin.add_incoming(nxt, body)
         b.cbranch(b.icmp_unsigned("!=", status, const(0, I32)), fail, head)
@@ -228,6 +240,50 @@ class KernelCodegen:
         b.ret(status)
         b.position_at_end(done)
         b.ret(const(0, I32))
+
+    # ---- per-thread scratch -----------------------------------------------------------------
+    def scratch_region(self, b: ir.IRBuilder, ints_ptr, count_fn, slot_bytes: int):
+        """Reserve, in the scratch memory each worker thread keeps for its whole range of
+        blocks, ``count_fn(b, ints_ptr)`` slots of ``slot_bytes`` (64-byte aligned) plus one i64
+        key per slot initialized to -1. Returns a function giving (slots, keys) pointers in the
+        block function."""
+        index = len(self.scratch_regions)
+        self.scratch_regions.append((count_fn, -(-slot_bytes // 64) * 64))
+
+        def pointers(bb: ir.IRBuilder):
+            return self._region_pointers(bb, self.scratch, self._ints_ptr, index)
+
+        return pointers
+
+    def _region_pointers(self, b: ir.IRBuilder, base, ints_ptr, index: int):
+        offset = const(0)
+        for i, (count_fn, nbytes) in enumerate(self.scratch_regions):
+            count = count_fn(b, ints_ptr)
+            slots = b.gep(base, [offset], source_etype=ir.IntType(8))
+            keys = b.gep(slots, [b.mul(count, const(nbytes))], source_etype=ir.IntType(8))
+            keys = b.bitcast(keys, I64.as_pointer())
+            if i == index:
+                return slots, keys, count
+            offset = b.add(offset, b.mul(count, const(nbytes + 8)))
+        raise InternalError("no such scratch region")
+
+    def _worker_scratch(self, b: ir.IRBuilder, ints_ptr):
+        if not self.scratch_regions:
+            return ir.Constant(PTR, None)
+        total = const(0)
+        for count_fn, nbytes in self.scratch_regions:
+            total = b.add(total, b.mul(count_fn(b, ints_ptr), const(nbytes + 8)))
+        base = b.alloca(ir.IntType(8), size=total, name="scratch")
+        base.align = 64
+        for i in range(len(self.scratch_regions)):
+            _, keys, count = self._region_pointers(b, base, ints_ptr, i)
+            fn = b.function
+
+            def clear(j, keys=keys):
+                b.store(const(-1), b.gep(keys, [j], source_etype=I64))
+
+            Loops(fn).range(b, const(0), count, clear, name="keys")
+        return base
 
     def fail(self, code: int) -> None:
         """Return error ``code`` from the block function (the builder continues in a fresh,
@@ -245,6 +301,15 @@ class KernelCodegen:
             if emitter is None:
                 raise InternalError(f"the llvm backend has no emitter for {op.name}")
             emitter(op, self)
+
+
+def vector_attributes(fn: ir.Function, bits: int) -> None:
+    """Let LLVM use vectors as wide as the target has. Functions that are inlined into each
+    other must agree: a 512-bit function inlined into one limited to 256 bits gets its
+    vectors split in two."""
+    from bittile.backends.llvm.lut_emit import _vector_attrs
+
+    _vector_attrs(fn, bits)
 
 
 class _UseInfo:

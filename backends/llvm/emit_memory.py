@@ -117,6 +117,8 @@ def _merge_byte(b: ir.IRBuilder, ptr, mask, bits) -> None:
 
 @emits(ops.LoadOp)
 def _load(op: ops.LoadOp, cg: KernelCodegen) -> None:
+    if id(op) in cg.lut_loads:
+        return  # read by a table-lookup dot straight from the repacked weights
     b = cg.b
     dtype = op.tensor.type.dtype
     base = cg.scalar(op.tensor)

@@ -51,9 +51,8 @@ def _blocking(plan: Plan, m: int) -> tuple[int, int]:
         return 1, 1
     if plan.kind == "vbmi":
         return (1, plan.nv) if m == 1 else (4 if plan.bits <= 4 else 2, 2)
-    if m == 1:
-        return 1, plan.nv
-    return (4 if plan.isa in ("avx512bw",) or plan.level.vector_bits >= 512 else 2), 1
+    # pshufb kernels: four int16 accumulators per row and vector, plus 2 * bits multipliers
+    return (1, plan.nv) if m == 1 else (2, 1)
 
 
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:
@@ -105,9 +104,7 @@ def emit_lut_tile(module: ir.Module, spec: LutSpec, name: str) -> ir.Function:
     rowfn = em.emit_row_builder(rows)
     fn = em.function(name, [PTR] * 5, internal=False)
     x, w, alpha, beta, acc = fn.args
-    slot = em.b.alloca(ir.ArrayType(ir.IntType(8), spec.m * rows.stride))
-    slot.align = 64
-    rec = em.b.bitcast(slot, PTR)
+    rec = em.stack(spec.m * rows.stride)
     _build_rows(em, rowfn, rows, x, rec, spec.m)
     _tile_body(em, rows, rec, w, alpha, beta, acc)
     em.b.ret_void()
@@ -140,6 +137,49 @@ def emit_lut_tile_tables(module: ir.Module, spec: LutSpec, name: str) -> ir.Func
 
 
 # ---------------------------------------------------------------------- whole matrix
+
+
+def _yield_symbol() -> bool:
+    """Whether JIT code may call ``sched_yield`` (registered with LLVM on first use)."""
+    global _have_yield
+    if _have_yield is None:
+        from bittile.backends.llvm import jit
+
+        try:
+            addr = ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value
+        except (AttributeError, OSError, TypeError):
+            addr = None
+        if addr:
+            jit.llvm().add_symbol("sched_yield", addr)
+        _have_yield = bool(addr)
+    return _have_yield
+
+
+_have_yield = None
+
+
+def _is_x86() -> bool:
+    from bittile.backends.llvm import jit
+
+    return jit.llvm().get_process_triple().startswith(("x86_64", "i686", "i386"))
+
+
+def _emit_pause(em, polls):
+    """One poll of a spin loop: ``pause`` and, every 16th poll, ``sched_yield`` (a spinning
+    thread must not starve the one it waits for when both share a core). Returns polls + 1."""
+    b = em.b
+    if _is_x86():
+        b.call(em.intrinsic("llvm.x86.sse2.pause", ir.VoidType(), []), [])
+    nxt = b.add(polls, I64(1))
+    if _yield_symbol():
+        rare = b.append_basic_block("yield")
+        cont = b.append_basic_block("polled")
+        b.cbranch(b.icmp_unsigned("==", b.and_(nxt, I64(15)), I64(0)), rare, cont)
+        b.position_at_end(rare)
+        b.call(em.intrinsic("sched_yield", ir.IntType(32), []), [])
+        b.branch(cont)
+        b.position_at_end(cont)
+    return nxt
 
 
 def _emit_driver(module: ir.Module, plan: Plan, name: str, ktiles: int, ntiles: int) -> Rows:
@@ -277,41 +317,136 @@ def _emit_driver(module: ir.Module, plan: Plan, name: str, ktiles: int, ntiles: 
     # spin: waking a blocked Python thread costs more than the last tile of the others)
     done_ptr = em.ptr(counters, b.mul(nthreads, I64(8)))
     b.atomic_rmw("add", done_ptr, I64(1), "release")
+    entry = b.block
     spin = b.append_basic_block("spin")
     wait = b.append_basic_block("wait")
     out = b.append_basic_block("out")
     b.cbranch(b.icmp_signed("==", tid, I64(0)), spin, out)
     b.position_at_end(spin)
+    polls = b.phi(I64)
+    polls.add_incoming(I64(0), entry)
     ld = b.load_atomic(done_ptr, "acquire", 8, typ=I64)
     b.cbranch(b.icmp_signed("<", ld, nthreads), wait, out)
     b.position_at_end(wait)
-    if plan.isa != "generic":
-        b.call(em.intrinsic("llvm.x86.sse2.pause", ir.VoidType(), []), [])
+    polls.add_incoming(_emit_pause(em, polls), b.block)
     b.branch(spin)
     b.position_at_end(out)
     b.ret_void()
     return rows
 
 
+#: how long (TSC ticks) an idle worker polls for the next call before it sleeps
+SPIN_TICKS = 400_000
+#: the native driver's arguments (see ``_emit_driver``): ptr, i64, 7 x ptr, i64, i64
+_DRIVER_ARGS = ("ptr", "i64") + ("ptr",) * 7 + ("i64", "i64")
+
+_native_lock = threading.Lock()
+_native = None
+
+
+def _worker_natives():
+    """``i64 lut_worker(i64* job, i64 seen, i64 ticks)``: while ``job[0]`` (the generation) is
+    posted within ``ticks`` TSC ticks (or polls) of the last job, calls the driver ``job[1]`` on
+    the arguments ``job[2:13]``; returns the last generation seen. ``void lut_post(i64* job,
+    i64 gen)``: publishes a job (a release store)."""
+    global _native
+    with _native_lock:
+        if _native is None:
+            from bittile.backends.llvm import jit
+
+            pause = "call void @llvm.x86.sse2.pause()\n  " if _is_x86() else ""
+            if _yield_symbol():  # see _emit_pause
+                pause += ("%low = and i64 %n, 15\n  %rare = icmp eq i64 %low, 15\n"
+                          "  br i1 %rare, label %yield, label %polled\n"
+                          "yield:\n  %yr = call i32 @sched_yield()\n  br label %polled")
+            else:
+                pause += "br label %polled"
+            loads, params = [], []
+            for i, ty in enumerate(_DRIVER_ARGS):
+                loads.append(f"%q{i} = getelementptr i64, ptr %job, i64 {i + 2}\n"
+                             f"  %a{i} = load {ty}, ptr %q{i}, align 8")
+                params.append(f"{ty} %a{i}")
+            loads = "\n  ".join(loads)
+            text = f"""
+declare i64 @llvm.readcyclecounter()
+declare void @llvm.x86.sse2.pause()
+declare i32 @sched_yield()
+define void @lut_post(ptr %job, i64 %gen) nounwind {{
+  store atomic i64 %gen, ptr %job release, align 8
+  ret void
+}}
+define i64 @lut_worker(ptr %job, i64 %seen0, i64 %ticks) {{
+entry:
+  br label %idle
+idle:
+  %seen = phi i64 [%seen0, %entry], [%g, %run]
+  %t0 = call i64 @llvm.readcyclecounter()
+  br label %poll
+poll:
+  %n = phi i64 [0, %idle], [%n1, %polled]
+  %g = load atomic i64, ptr %job acquire, align 8
+  %new = icmp ne i64 %g, %seen
+  br i1 %new, label %run, label %wait
+wait:
+  {pause}
+polled:
+  %t = call i64 @llvm.readcyclecounter()
+  %dt = sub i64 %t, %t0
+  %n1 = add i64 %n, 1
+  %late = icmp sgt i64 %dt, %ticks
+  %many = icmp sgt i64 %n1, %ticks
+  %stop = or i1 %late, %many
+  br i1 %stop, label %out, label %poll
+run:
+  %fp = getelementptr i64, ptr %job, i64 1
+  %fn = load ptr, ptr %fp, align 8
+  {loads}
+  call void %fn({", ".join(params)})
+  br label %idle
+out:
+  ret i64 %seen
+}}
+"""
+            m = jit.JitModule(text)
+            i64, vp = ctypes.c_int64, ctypes.c_void_p
+            _native = (m.function("lut_worker", i64, vp, i64, i64),
+                       m.function("lut_post", None, vp, i64))
+    return _native
+
+
 class _Worker:
-    """A thread running one native call per ``start`` (a lock hand-off: cheaper than an
-    executor's futures). The caller learns the end of the call from the native code itself (see
-    ``_emit_driver``), so the worker may be started again once that call has finished."""
+    """A thread that runs native driver calls posted to it. It runs them from native code
+    (without the GIL): after a call it keeps polling for the next one for ``SPIN_TICKS``, so
+    back-to-back calls start within a microsecond; then it sleeps on an event. The caller
+    learns the end of a call from the driver itself (see ``_emit_driver``)."""
 
     def __init__(self):
-        self._go = threading.Lock()
-        self._go.acquire()
-        self._job = None
+        self._job = np.zeros(16, np.int64)
+        self._event = threading.Event()
+        self._gen = 0
+        self._sleeping = False
         threading.Thread(target=self._loop, daemon=True, name="bittile-lut").start()
 
     def _loop(self):
+        run, _ = _worker_natives()
+        addr = self._job.ctypes.data
+        seen = 0
         while True:
-            self._go.acquire()
-            self._job()
+            seen = run(addr, seen, SPIN_TICKS)
+            self._sleeping = True  # from now on a poster sets the event
+            if self._job[0] == seen:
+                self._event.wait()
+                self._event.clear()
+            self._sleeping = False
 
-    def start(self, job):
-        self._job = job
-        self._go.release()
+    def start(self, fn_addr: int, args: tuple):
+        """Post a call of the driver at fn_addr with the ints ``args``."""
+        self._job[1] = fn_addr
+        self._job[2:2 + len(args)] = args
+        self._gen += 1
+        _worker_natives()[1](self._job.ctypes.data, self._gen)
+        if self._sleeping:  # (read after the post: see _loop)
+            self._event.set()
 
 
 _pool_lock = threading.Lock()
@@ -325,6 +460,7 @@ def _num_threads() -> int:
 
 def _take_workers(n: int) -> list[_Worker]:
     """n idle workers (returned with ``_give_workers``)."""
+    _worker_natives()  # compiled here, not in a worker thread (an error there would hang us)
     with _pool_lock:
         got = [_workers.pop() for _ in range(min(n, len(_workers)))]
     return got + [_Worker() for _ in range(n - len(got))]
@@ -339,11 +475,15 @@ class LutMatmul:
     """``y = x @ (alpha * q + beta)`` for a fixed low-bit weight matrix.
 
     ``codes``: [K, N] (``k_axis=0``) or [N, K] (``k_axis=1``) integer codes in [0, 2^bits);
-    ``alpha``, ``beta``: [ceil(K / group_k), N] scales and offsets (beta may be None: 0).
-    Calling it with x [M, K] (float32) returns y [M, N] float32, computed by one native function
-    (per thread: the N tiles are split across ``num_threads`` threads, default
-    ``BITTILE_NUM_THREADS`` or the CPU count) that builds the tables of x once and then loops
-    over its tiles.
+    ``alpha``, ``beta``: [ceil(K / group_k), N] scales and offsets (beta None: 0). ``exact``,
+    ``level``, ``intrinsics``: as in ``LutSpec``; ``block_k`` (a multiple of lcm(group_k, 16);
+    default: all of K) and ``block_n`` (default: one n-group of the layout) choose the tiles.
+
+    Calling it with x [M, K] (or [K]) returns y [M, N] (or [N]) float32: one native call per
+    thread (``num_threads``, default ``BITTILE_NUM_THREADS`` or the CPU count), each building
+    the tables of x once and then computing N tiles (its own range first, then helping the
+    others); the calling thread makes one of the calls, persistent workers the others. Calls of
+    one instance are serialized.
     """
 
     def __init__(self, codes, alpha, beta=None, *, bits: int, group_k: int, k_axis: int = 0,
@@ -396,6 +536,7 @@ class LutMatmul:
         self.jit = jit.JitModule(self.ir, self.plan.level)
         p, i = ctypes.c_void_p, ctypes.c_int64
         self._fn = self.jit.function("lut_mm", None, p, i, p, p, p, p, p, p, p, i, i)
+        self._fn_addr = self.jit.address("lut_mm")
 
     def _state(self, m: int):
         """Buffers and ctypes arguments of calls with m rows (cached for the last m)."""
@@ -409,6 +550,7 @@ class LutMatmul:
         starts = np.array([self.ntiles * t // nthreads for t in range(nthreads)], np.int64)
         ends = np.array([self.ntiles * (t + 1) // nthreads for t in range(nthreads)], np.int64)
         counters = np.zeros(nthreads + 1, np.int64)
+        starts = np.append(starts, 0)  # counters[T] counts finished threads
         common = (xbuf.ctypes.data, m, self.weights.ctypes.data, self.alpha.ctypes.data,
                   self.beta.ctypes.data, ybuf.ctypes.data)
         args = []
@@ -430,15 +572,14 @@ class LutMatmul:
         with self._lock:
             _, xbuf, ybuf, counters, starts, args, _ = self._state(x.shape[0])
             xbuf[:, :self.K] = x
-            counters[:-1] = starts
-            counters[-1] = 0
+            counters[:] = starts
             fn = self._fn
             if len(args) == 1:
                 fn(*args[0])
             else:
                 workers = _take_workers(len(args) - 1)
                 for wk, a in zip(workers, args[1:]):
-                    wk.start(lambda a=a: fn(*a))
+                    wk.start(self._fn_addr, a)
                 fn(*args[0])  # returns when every thread has finished
                 _give_workers(workers)
             out = ybuf[:, :self.N].copy()

@@ -44,6 +44,9 @@ class LutDot:
     k_axis: int  #: the K axis of the weight tensor (and of its loaded tile)
     group_k: int
     m: int
+    #: the offsets of the load the dense operand comes from, when it is a load (through shape
+    #: changes) of a tensor the kernel never writes: equal offsets give equal tables
+    dense_key: tuple | None = None
 
 
 def _producers(kernel: Kernel) -> dict[int, Op]:
@@ -167,6 +170,10 @@ def plan_lut_dots(kernel: Kernel, max_m: int, force: bool = False) -> list[LutDo
     index_of = {id(v): i for i, v in enumerate(tensor_params)}
     candidates: dict[int, list[LutDot]] = {}
     rejected: set[int] = set()
+    uses: dict[int, int] = {}
+    for op in kernel.walk():
+        for v in op.operands:
+            uses[id(v)] = uses.get(id(v), 0) + 1
     for op in kernel.walk():
         if isinstance(op, (ops.StoreOp, ops.StoreWordsOp)):
             rejected.add(id(op.tensor))
@@ -175,7 +182,7 @@ def plan_lut_dots(kernel: Kernel, max_m: int, force: bool = False) -> list[LutDo
         if not isinstance(op, ops.DequantDotOp):
             continue
         found = _qualify(op, producers, loops, index_of, max_m, force)
-        if found is not None:
+        if found is not None and uses.get(id(found.load.out)) == 1:
             candidates.setdefault(id(found.load.tensor), []).append(found)
     # every load of a repacked tensor must belong to a qualifying dot
     loads_of = {}
@@ -190,8 +197,24 @@ def plan_lut_dots(kernel: Kernel, max_m: int, force: bool = False) -> list[LutDo
             continue
         if len({(d.k_axis, d.op.w.type.shape) for d in dots}) != 1:
             continue  # one repacked layout per tensor
-        chosen.extend(dots)
+        chosen.extend(_with_dense_key(d, producers, rejected) for d in dots)
     return chosen
+
+
+def _with_dense_key(dot: LutDot, producers, written: set[int]) -> LutDot:
+    value = dot.op.x
+    while True:
+        op = producers.get(id(value))
+        if isinstance(op, (ops.ReshapeOp, ops.PermuteOp, ops.BroadcastOp, ops.ConvertLayoutOp)):
+            value = op.x
+            continue
+        break
+    if (isinstance(op, ops.LoadOp) and id(op.tensor) not in written
+            and 1 <= len(op.offsets) <= 2):
+        from dataclasses import replace
+
+        return replace(dot, dense_key=tuple(op.offsets))
+    return dot
 
 
 def _qualify(op: ops.DequantDotOp, producers, loops, index_of, max_m, force) -> LutDot | None:
@@ -240,16 +263,26 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
 
     from bittile.backends.llvm import numerics
     from bittile.backends.llvm.emit_compute import run_scalar_body
-    from bittile.backends.llvm.lut import emit_lut_tile, tile_bytes
+    from bittile.backends.llvm.lut import (
+        emit_lut_tables,
+        emit_lut_tile_tables,
+        tables_bytes,
+        tile_bytes,
+    )
     from bittile.backends.llvm.tiles import F32, I8, I64, PTR, const, scalar_type
 
     op, b, loops = plan.op, cg.b, cg.loops
     ka, wdtype = plan.k_axis, plan.load.tensor.type.dtype
     kd, rn, m, g = spec.block_k, spec.block_n, spec.m, spec.group_k
-    fn = cg.lut_functions.get(spec)
-    if fn is None:
-        fn = emit_lut_tile(cg.module, spec, f"bittile_lut{len(cg.lut_functions)}")
-        cg.lut_functions[spec] = fn
+    fns = cg.lut_functions.get(spec)
+    if fns is None:
+        name = f"bittile_lut{len(cg.lut_functions)}"
+        fns = (emit_lut_tables(cg.module, spec, name + ".tables"),
+               emit_lut_tile_tables(cg.module, spec, name))
+        for fn in fns:  # kept out of line: inlined into a large block function they run slower
+            fn.attributes.add("noinline")
+        cg.lut_functions[spec] = fns
+    tables_fn, tile_fn = fns
 
     def f32_slot(ptr, i):
         return b.gep(ptr, [i], source_etype=F32)
@@ -266,8 +299,15 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
     offset = (1 << (wdtype.bits - 1)) if wdtype.is_signed else 0
     qtype = scalar_type(wdtype)
 
+    # In the side inputs' own tiles K runs along axis ka; walking the loop nest in that order
+    # (K innermost when ka == 1) keeps their reads contiguous so the loop vectorizes. With K
+    # innermost the coefficients come out [n][group] and are transposed for the lookup kernel.
+    k_inner = ka == 1
+    staged = (cg.alloca(F32, ngroups * rn, name="alpha_t"),
+              cg.alloca(F32, ngroups * rn, name="beta_t")) if k_inner else (alpha, beta)
+
     def coefficients(gi, n):
-        idx = tile_index(b.mul(gi, const(g)), n)
+        idx = tile_index(b.mul(gi, const(g), flags=("nuw", "nsw")), n)
         side_values = [t.element(b, idx) for t in sides]
         out_dtype = op.x.type.dtype
 
@@ -278,12 +318,27 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
 
         f0, f1 = f(0), f(v1)
         a = b.fsub(f1, f0) if v1 == 1 else b.fsub(f0, f1)
-        slot = b.add(b.mul(gi, const(rn)), n)
-        b.store(a, f32_slot(alpha, slot))
-        b.store(b.fsub(f0, b.fmul(a, ir.Constant(F32, float(offset)))), f32_slot(beta, slot))
+        slot = b.add(b.mul(n, const(ngroups)), gi) if k_inner else \
+            b.add(b.mul(gi, const(rn)), n)
+        b.store(a, f32_slot(staged[0], slot))
+        b.store(b.fsub(f0, b.fmul(a, ir.Constant(F32, float(offset)))),
+                f32_slot(staged[1], slot))
 
-    loops.range(b, const(0), const(ngroups), lambda gi: loops.range(
-        b, const(0), const(rn), lambda n: coefficients(gi, n), name="n"), name="g")
+    if k_inner:
+        loops.range(b, const(0), const(rn), lambda n: loops.range(
+            b, const(0), const(ngroups), lambda gi: coefficients(gi, n), name="g"), name="n")
+
+        def transpose(gi, n):
+            src = b.add(b.mul(n, const(ngroups)), gi)
+            dst = b.add(b.mul(gi, const(rn)), n)
+            for t, final in zip(staged, (alpha, beta)):
+                b.store(b.load(f32_slot(t, src), typ=F32), f32_slot(final, dst))
+
+        loops.range(b, const(0), const(ngroups), lambda gi: loops.range(
+            b, const(0), const(rn), lambda n: transpose(gi, n), name="n"), name="g")
+    else:
+        loops.range(b, const(0), const(ngroups), lambda gi: loops.range(
+            b, const(0), const(rn), lambda n: coefficients(gi, n), name="n"), name="g")
 
     # the dense operand as rows of K, and the accumulator as [m, n], in f32
     dense, acc = cg.tile(op.x), cg.tile(op.acc)
@@ -299,8 +354,11 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
         v = acc.element(b, [n, mi] if transposed else [mi, n])
         b.store(numerics.decode(b, v, acc.dtype), f32_slot(accs, b.add(b.mul(mi, const(rn)), n)))
 
-    loops.range(b, const(0), const(m), lambda mi: loops.range(
-        b, const(0), const(kd), lambda k: dense_row(mi, k), name="k"), name="m")
+    def build_tables(into):
+        loops.range(b, const(0), const(m), lambda mi: loops.range(
+            b, const(0), const(kd), lambda k: dense_row(mi, k), name="k"), name="m")
+        b.call(tables_fn, [xs, into])
+
     loops.range(b, const(0), const(m), lambda mi: loops.range(
         b, const(0), const(rn), lambda n: acc_row(mi, n), name="n"), name="m")
 
@@ -318,7 +376,8 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
     tile_at = b.gep(cg.scalar(weights), [b.mul(b.add(b.mul(kt, ntiles), nt), const(nbytes))],
                     source_etype=I8)
     zeros = cg.zero_bytes(nbytes)
-    b.call(fn, [xs, b.select(inside, tile_at, zeros), alpha, beta, accs])
+    tables = _tables_for(cg, plan, spec, tables_bytes(spec), inside, kt, build_tables)
+    b.call(tile_fn, [tables, b.select(inside, tile_at, zeros), alpha, beta, accs])
 
     out = cg.new_buffer(acc.dtype, op.out.type.shape)
 
@@ -331,3 +390,48 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
         b, const(0), const(rn), lambda n: result(mi, n), name="n"), name="m")
     cg.bind(op.out, out)
     assert PTR is not None
+
+
+def _tables_for(cg, plan: LutDot, spec, nbytes: int, inside, kt, build_tables):
+    """The lookup tables of the dense operand: built into a stack buffer, or, when the dense
+    operand is a load of a tensor the kernel never writes (so equal load offsets mean equal
+    tables), cached per K tile in the worker thread's scratch memory and built only when that
+    K tile's offsets change: a thread then builds each row block's tables once, not once per
+    output tile."""
+    from llvmlite import ir
+
+    from bittile.backends.llvm.tiles import I8, I64, const
+
+    b = cg.b
+    local = cg.alloca(I8, nbytes, name="tables")
+    key_parts = plan.dense_key
+    if key_parts is None:
+        build_tables(local)
+        return local
+    ka, kd = plan.k_axis, spec.block_k
+    weights_slot = cg.dims_slot[id(plan.load.tensor)] + ka
+
+    def count(bb, ints_ptr):
+        k = bb.load(bb.gep(ints_ptr, [const(weights_slot)], source_etype=I64), typ=I64)
+        return bb.udiv(bb.add(k, const(kd - 1)), const(kd))
+
+    region = cg.scalar_region_cache.get(id(plan.op))
+    if region is None:
+        region = cg.scalar_region_cache[id(plan.op)] = cg.scratch_region(
+            b, None, count, nbytes)
+    slots, keys, _ = region(b)
+    key = const(0)
+    for part in key_parts:
+        key = b.or_(b.shl(key, const(32)), b.zext(b.bitcast(cg.scalar(part), ir.IntType(32)), I64))
+    stride = -(-nbytes // 64) * 64
+    cached = b.gep(slots, [b.mul(kt, const(stride))], source_etype=I8)
+    key_slot = b.gep(keys, [kt], source_etype=I64)
+    with b.if_else(inside) as (then, otherwise):
+        with then:
+            stale = b.icmp_signed("!=", b.load(key_slot, typ=I64), key)
+            with b.if_then(stale):
+                build_tables(cached)
+                b.store(key, key_slot)
+        with otherwise:
+            build_tables(local)
+    return b.select(inside, cached, local)

@@ -7,8 +7,7 @@ Scratch ("rows"): one record of ``Rows.stride`` bytes per activation row, holdin
 - ``tab``: the tables, 16 int8 (or 16 float in exact mode) per group of four activations;
 - ``rbyte`` (vbmi): the integer multiplier of each table; ``mult``: per slice and plane (mod 4)
   the dword of the four multipliers of the slice times ``2^(b % 4)``;
-- ``shalf``: per run, half the float step of the tables; ``sx``: per run, the sum of x;
-- scratch of the builder: per group sum |x|, sum x, and the largest sum |x| of its run.
+- ``shalf``: per run, half the float step of the tables; ``sx``: per run, the sum of x.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ VOID = ir.VoidType()
 
 #: most slices (or groups) of one run unrolled in the K loop body
 UNROLL = 8
+#: software prefetch distance (bytes) of the weights in single-row kernels (0: none)
+PREFETCH = 0
 
 
 def vt(t, n):
@@ -78,25 +79,30 @@ class Rows:
         return self.off_shalf + 4 * self.runs
 
     @property
+    def stride(self):
+        return -(-(self.off_sx + 4 * self.runs) // 64) * 64
+
+    # the builder's own scratch (on its stack): per group sum |x|, sum x, largest sum |x| of
+    # the run; read 16 groups at a time
+    @property
     def tmp_groups(self):
-        """groups of the builder's scratch arrays (read 16 at a time)"""
         return -(-self.groups // 16) * 16
 
     @property
     def off_asum(self):
-        return self.off_sx + 4 * self.runs
+        return 0
 
     @property
     def off_gsum(self):
-        return self.off_asum + 4 * self.tmp_groups
+        return 4 * self.tmp_groups
 
     @property
     def off_gmax(self):
-        return self.off_gsum + 4 * self.tmp_groups
+        return 8 * self.tmp_groups
 
     @property
-    def stride(self):
-        return -(-(self.off_gmax + 4 * self.tmp_groups) // 64) * 64
+    def tmp_bytes(self):
+        return 12 * self.tmp_groups
 
 
 def rows_for(plan: Plan, kpad: int, kvalid: int) -> Rows:
@@ -122,6 +128,13 @@ class Emitter:
         _vector_attrs(fn, self.plan.level.vector_bits)
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         return fn
+
+    def stack(self, nbytes):
+        """An opaque pointer to ``nbytes`` of 64-byte aligned stack (llvmlite would type it)."""
+        slot = self.b.alloca(ir.ArrayType(I8, nbytes))
+        slot.align = 64
+        slot.type = PTR
+        return slot
 
     def intrinsic(self, name, ret, args):
         fn = self.module.globals.get(name)
@@ -269,6 +282,7 @@ class Emitter:
         fn = self.function(f"{self.prefix}.row", [PTR, PTR])
         x, rec = fn.args
         b = self.b
+        tmp = self.stack(rows.tmp_bytes)
         gpr = plan.run_k // 4
         vbmi, exact = plan.kind == "vbmi", plan.kind == "exact"
         rmax = float(plan.rmax)
@@ -290,8 +304,8 @@ class Emitter:
             for j in range(1, 4):
                 a = b.fadd(a, self.call(fabs, vt(F32, 16), [xj[j]]))
                 s4 = b.fadd(s4, xj[j])
-            self.store_prefix(a, rec, self.add(self.mul(g0, 4), rows.off_asum), count)
-            self.store_prefix(s4, rec, self.add(self.mul(g0, 4), rows.off_gsum), count)
+            self.store_prefix(a, tmp, self.add(self.mul(g0, 4), rows.off_asum), count)
+            self.store_prefix(s4, tmp, self.add(self.mul(g0, 4), rows.off_gsum), count)
 
         blocks(pass_a)
 
@@ -301,24 +315,24 @@ class Emitter:
             if gpr % 16 == 0:
                 def red(i, vals):
                     off = self.mul(self.add(g0, self.mul(i, 16)), 4)
-                    a = self.load(vt(F32, 16), rec, self.add(off, rows.off_asum))
-                    s4 = self.load(vt(F32, 16), rec, self.add(off, rows.off_gsum))
+                    a = self.load(vt(F32, 16), tmp, self.add(off, rows.off_asum))
+                    s4 = self.load(vt(F32, 16), tmp, self.add(off, rows.off_gsum))
                     return [self.fmax(vals[0], a), b.fadd(vals[1], s4)]
 
                 vm, vs = self.loop(gpr // 16, [zero16, zero16], red)
                 gmax, ssum = self.hreduce(vm, self.fmax), self.hreduce(vs, b.fadd)
                 gv = self.splat(gmax, 16)
-                self.loop(gpr // 16, [], lambda i, _: self.store(gv, rec, self.add(
+                self.loop(gpr // 16, [], lambda i, _: self.store(gv, tmp, self.add(
                     self.mul(self.add(g0, self.mul(i, 16)), 4), rows.off_gmax)) or [])
             else:
                 def red(i, vals):
                     off = self.mul(self.add(g0, i), 4)
-                    a = self.load(F32, rec, self.add(off, rows.off_asum))
-                    s4 = self.load(F32, rec, self.add(off, rows.off_gsum))
+                    a = self.load(F32, tmp, self.add(off, rows.off_asum))
+                    s4 = self.load(F32, tmp, self.add(off, rows.off_gsum))
                     return [self.fmax(vals[0], a), b.fadd(vals[1], s4)]
 
                 gmax, ssum = self.loop(gpr, [F32(0.0), F32(0.0)], red)
-                self.loop(gpr, [], lambda i, _: self.store(gmax, rec, self.add(
+                self.loop(gpr, [], lambda i, _: self.store(gmax, tmp, self.add(
                     self.mul(self.add(g0, i), 4), rows.off_gmax)) or [])
             self.store(ssum, rec, self.add(self.mul(r, 4), rows.off_sx))
             if exact:
@@ -355,8 +369,8 @@ class Emitter:
             tabs = [b.fadd(pq[i & 3], w2[i >> 2]) for i in range(8)]
             if not exact:
                 goff = self.mul(g0, 4)
-                a = self.load(vt(F32, 16), rec, self.add(goff, rows.off_asum))
-                gm = self.load(vt(F32, 16), rec, self.add(goff, rows.off_gmax))
+                a = self.load(vt(F32, 16), tmp, self.add(goff, rows.off_asum))
+                gm = self.load(vt(F32, 16), tmp, self.add(goff, rows.off_gmax))
                 pos = b.fcmp_ordered(">", gm, zero16)
                 safe = b.select(pos, gm, splatc(F32, 16, 1.0))
                 if vbmi:
@@ -631,6 +645,9 @@ class _Kernel:
     def wvec(self, s, b, j):
         plan, em = self.plan, self.em
         off = em.mul(em.add(em.mul(em.add(em.mul(s, plan.bits), b), self.nvl), j), plan.vbytes)
+        if PREFETCH and self.mb == 1:
+            em.b.call(em.intrinsic("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32]),
+                      [em.ptr(self.w, em.add(off, PREFETCH)), I32(0), I32(3), I32(1)])
         return em.load(vt(I8, plan.vbytes), self.w, off)
 
     def nibbles(self, v):

@@ -127,14 +127,19 @@ class ScalarSplat(Tile):
         return self.value
 
 
+_NOWRAP = ("nuw", "nsw")
+
+
 def linear_index(b: ir.IRBuilder, idx: Sequence[ir.Value], shape: Sequence[int]) -> ir.Value:
     """Row-major flat index of ``idx`` (i64 values) in a tile of ``shape``."""
     if not shape:
         return const(0)
     lin = None
     for i, stride in zip(idx, strides_of(shape)):
-        term = i if stride == 1 else b.mul(i, const(stride))
-        lin = term if lin is None else b.add(lin, term)
+        # tile indices are small and non-negative: the flags let LLVM fold the divisions of
+        # reshapes (e.g. (n * 4096 + k) / 128) into plain index arithmetic
+        term = i if stride == 1 else b.mul(i, const(stride), flags=_NOWRAP)
+        lin = term if lin is None else b.add(lin, term, flags=_NOWRAP)
     return lin
 
 

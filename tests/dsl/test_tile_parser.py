@@ -670,3 +670,9 @@ def test_importing_bittile_does_not_import_lark_or_pygments():
     code = "import sys, bittile; print('lark' in sys.modules, 'pygments' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_an_empty_line_comment_is_a_comment():
+    # `//` alone matched the floor-division token as well (same length) and was a syntax error
+    module = parse_module("//\n// text\n//\nkernel k() grid(1) {\n    //\n}\n", "empty.tile")
+    assert [item.name for item in module.items] == ["k"]
