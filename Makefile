@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # requirement to a multi-GB CUDA build on a CPU-only machine.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test venv lint clean bench
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2
+
+# GEMV/GEMM with low-bit weights: bittile's kernels against numpy, torch and torch's int4
+# kernel, measured in the same run (a few minutes; writes benchmarks/results/gemv.{json,png})
+bench: $(STAMP)
+	$(PY) benchmarks/gemv.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -9,16 +9,19 @@ import numpy as np
 import bittile
 from bittile import stdlib
 
-#: tile sizes per lowering and M (M = 1 is a GEMV)
-TILES = {
-    "lut": {1: {"BM": 1, "BN": 256, "BK": 1024}, 32: {"BM": 32, "BN": 256, "BK": 1024}},
-    "fma": {1: {"BM": 1, "BN": 64, "BK": 256}, 32: {"BM": 32, "BN": 128, "BK": 256}},
-}
+
+def tiles_for(lowering: str, m: int, k: int, group: int) -> dict:
+    """Tile sizes: table lookup takes all of K in one tile (its tables are then built once per
+    row block and thread), dequantize-and-FMA steps through K in small tiles."""
+    if lowering == "lut":
+        return {"BM": m, "BN": 128, "BK": k}
+    bk = 256 if k % 256 == 0 and 256 % group == 0 else group
+    return {"BM": m, "BN": 128 if m > 1 else 64, "BK": bk}
 
 
 def _setup(lowering: str):
     def setup(case):
-        tiles = TILES[lowering].get(case.m) or TILES[lowering][32]
+        tiles = tiles_for(lowering, case.m, case.k, case.group_size)
         if case.k % tiles["BK"] or tiles["BK"] % case.group_size:
             return None
         fmt = case.fmt

@@ -1139,6 +1139,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(**{**base.__dict__, **changes})
 
 
+#: bittile's own contenders, loaded unless --plugin names other modules
+BITTILE_CONTENDERS = "bittile.benchmarks.bittile_gemv"
+
+
 def load_plugin(module_name: str) -> None:
     module = importlib.import_module(module_name)
     hook = getattr(module, "register_gemv_contenders", None)
@@ -1148,7 +1152,7 @@ def load_plugin(module_name: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for module_name in args.plugin:
+    for module_name in args.plugin or [BITTILE_CONTENDERS]:
         load_plugin(module_name)
     if args.list:
         for c in registered_contenders():

@@ -239,3 +239,45 @@ def test_torch_tensors_are_used_in_place():
     z = torch.zeros(300)
     module.vector_add(x, x, z, backend="llvm")
     assert torch.equal(z, 2 * x)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(kernels_with_sizes(max_ops=14), st.sampled_from(["start", "end"]))
+def test_generated_programs_stay_inside_their_tensors(generated, side):
+    """Every tensor sits against an inaccessible page: an access past its first or last byte
+    would crash the process. Results must still match the interpreter."""
+    from bittile.testing.checkers import _first_difference, _salted, _tensor_copy, run_codes
+    from bittile.testing.guards import guarded_argument
+
+    rng = np.random.default_rng(1)
+    kernel = generated.kernel
+    args = _salted(kernel, generated.random_arguments(rng, nonfinite=True), rng)
+    expected = run_codes(kernel, args, "interp")
+    guarded = {p.name: guarded_argument(_tensor_copy(p.type, args[p.name]), side)
+               if p.name in generated.tensor_shapes() else args[p.name]
+               for p in kernel.params}
+    try:
+        backend.run(kernel, **guarded)
+        got = {name: (v.codes() if isinstance(v, bittile.PackedTensor)
+                      else v.view(f"u{v.dtype.itemsize}"))
+               for name, v in guarded.items() if name in generated.tensor_shapes()}
+    except bittile.BittileError as exc:
+        got = exc
+    difference = _first_difference(expected, got, kernel, tolerant=True)
+    assert difference is None, difference
+
+
+def test_guarded_memory_crashes_on_an_access_past_its_end():
+    """The guard the test above relies on: reading one element past the end kills a process."""
+    import subprocess
+    import sys
+
+    code = ("import ctypes, numpy as np\n"
+            "from bittile.testing.guards import guarded\n"
+            "a = guarded(np.arange(10, dtype=np.float32))\n"
+            "print(ctypes.c_float.from_address(a.ctypes.data + 36).value, flush=True)\n"
+            "ctypes.c_float.from_address(a.ctypes.data + 40).value\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "9.0" and out.returncode != 0
