@@ -85,6 +85,16 @@ def run_codes(kernel: Kernel, args: dict[str, Any],
             if isinstance(value, (PackedTensor, np.ndarray))}
 
 
+def show_kernel(kernel: Kernel) -> str:
+    """``kernel`` as ``.tile`` source when the language can write it, else as IR text."""
+    from bittile.testing.tile_source import NotExpressible, kernel_to_tile
+
+    try:
+        return kernel_to_tile(kernel)
+    except NotExpressible:
+        return print_kernel(kernel)
+
+
 def _runner(backend: str):
     if backend == "interp":
         return interp.run
@@ -92,6 +102,10 @@ def _runner(backend: str):
         from bittile.backends.llvm import backend as llvm_backend
 
         return llvm_backend.run
+    if backend == "triton":
+        from bittile.backends.triton import backend as triton_backend
+
+        return triton_backend.run
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -115,6 +129,13 @@ def assert_backends_agree(
     Errors must agree too: if one backend rejects the launch, all must, with the same kind
     of error. Arguments are drawn as by :func:`assert_pipeline_preserves` when not given."""
     rng = rng if rng is not None else np.random.default_rng(0)
+    if hasattr(kernel, "generated"):  # a TileProgram: test what its source compiles to
+        program = kernel
+        kernel = program.generated
+        if args is None:
+            args = kernel.random_arguments(rng, nonfinite=True)
+            args = _salted(kernel.kernel, args, rng) if salt else args
+        kernel = program.compile()
     if isinstance(kernel, GeneratedKernel):
         if args is None:
             args = kernel.random_arguments(rng, nonfinite=True)
@@ -130,7 +151,7 @@ def assert_backends_agree(
         if difference is not None:
             raise AssertionError(
                 f"backend {other!r} disagrees with {reference!r}: {difference}\n"
-                f"--- kernel ---\n{print_kernel(kernel)}"
+                f"--- kernel ---\n{show_kernel(kernel)}"
             )
 
 
