@@ -1,9 +1,12 @@
 """The ``bittile`` command line: check, compile and run ``.tile`` files.
 
     bittile check FILE...
-    bittile compile FILE --kernel NAME [-D NAME=VALUE]... [--emit ast|ir|ir-opt|llvm|llvm-opt|asm]
+    bittile compile FILE --kernel NAME [-D NAME=VALUE]...
+        [--emit ast|ir|ir-opt|llvm|llvm-opt|asm|triton|ptx] [--arch sm_80|sm_90]
     bittile opt FILE.tir --passes "canonicalize,cse,dce"
     bittile run FILE --kernel NAME --size M=128 [--size K=64] [-D NAME=VALUE]... [--seed N]
+    bittile fuzz [--minutes N] [--backends interp,llvm] [--pipelines "cse;dce"] [--replay F]
+    bittile bench gemv [--quick] [--shapes 4096x4096] [--bits u4,u2] [--m 1,32] ...
 
 User mistakes print as diagnostics (file:line:col, the source line, a caret, a hint) and exit
 with status 1; ``BITTILE_DEBUG=1`` shows the compiler's traceback as well.
@@ -103,6 +106,21 @@ def cmd_compile(args) -> int:
         print(compiled.module.optimized_ir if args.emit == "llvm-opt"
               else compiled.module.assembly(), end="")
         return 0
+    if args.emit == "triton":
+        from bittile.backends.triton import backend as triton_backend
+
+        print(triton_backend.source(ir), end="")
+        return 0
+    if args.emit == "ptx":
+        from bittile.backends.triton import aot
+
+        compiled = aot.compile_ahead(ir, args.arch)
+        print(compiled.ptx, end="")
+        print(f"{compiled.name} for {compiled.arch}: {compiled.n_regs} registers, "
+              f"{compiled.spill_stores} bytes spill stores, {compiled.spill_loads} bytes spill "
+              f"loads, {compiled.shared} bytes shared memory, {compiled.num_warps} warps",
+              file=sys.stderr)
+        return 0
     if args.emit == "ir-opt":
         from bittile.passes.manager import run_pipeline
         from bittile.passes.pipelines import pipeline_for
@@ -201,18 +219,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a compile-time parameter")
         p.set_defaults(run=fn)
         if name == "compile":
-            p.add_argument("--emit", choices=("ast", "ir", "ir-opt", "llvm", "llvm-opt", "asm"),
+            p.add_argument("--emit", choices=("ast", "ir", "ir-opt", "llvm", "llvm-opt", "asm",
+                                              "triton", "ptx"),
                            default="ir",
                            help="ir-opt: after a target's passes; llvm: the LLVM IR the llvm "
                                 "backend generates; llvm-opt: after LLVM's optimizations; asm: "
-                                "the machine code")
+                                "the machine code; triton: the Triton kernel's Python source; "
+                                "ptx: that kernel compiled ahead of time for --arch (no GPU "
+                                "needed; registers and spills go to stderr)")
             p.add_argument("--target", default="interp", help="whose pipeline --emit ir-opt runs")
             p.add_argument("--cpu", default=None,
                            help="CPU level for llvm-opt/asm: host (default), avx512, avx2, sse")
+            p.add_argument("--arch", default="sm_90", choices=("sm_80", "sm_90"),
+                           help="GPU architecture for --emit ptx")
         else:
             p.add_argument("--size", action="append", metavar="NAME=INT")
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--backend", default=None)
+    fuzz = sub.add_parser("fuzz", help="differential fuzzing: random programs x backends x "
+                                       "pipelines; failures are written as .tile reproducers")
+    fuzz.add_argument("--minutes", type=float, default=1.0)
+    fuzz.add_argument("--max-programs", type=int, default=None)
+    fuzz.add_argument("--backends", default="interp,llvm")
+    fuzz.add_argument("--pipelines", default="",
+                      help='pass pipelines to check, separated by ";" (e.g. "canonicalize,cse")')
+    fuzz.add_argument("--out", default="fuzz-failures")
+    fuzz.add_argument("--seed", type=int, default=0)
+    fuzz.add_argument("--replay", default=None, metavar="FILE.tile")
+    fuzz.set_defaults(run=cmd_fuzz)
+    bench = sub.add_parser("bench", help="run a benchmark (gemv) with its in-run baselines",
+                           add_help=False)
+    bench.add_argument("which", choices=("gemv",))
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=cmd_bench)
     opt = sub.add_parser("opt", help="run passes on textual IR (.tir) and print the result")
     opt.add_argument("file")
     opt.add_argument("--passes", required=True, help='e.g. "canonicalize,cse,dce"')
@@ -220,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--time-passes", action="store_true")
     opt.set_defaults(run=cmd_opt)
     return parser
+
+
+def cmd_fuzz(args) -> int:
+    from bittile.testing.fuzz import main_fuzz
+
+    return main_fuzz(args)
+
+
+def cmd_bench(args) -> int:
+    try:
+        from bittile.benchmarks import gemv
+    except ImportError:
+        raise BittileError("the benchmarks are not installed with this copy of bittile",
+                           hint="run them from a source checkout: python benchmarks/gemv.py") \
+            from None
+    return gemv.main(args.rest)
 
 
 def main(argv=None) -> int:

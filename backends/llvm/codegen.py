@@ -87,6 +87,13 @@ class KernelCodegen:
     def scalar(self, v: Value) -> ir.Value:
         return self.env[id(v)]
 
+    def index(self, v: Value) -> ir.Value:
+        """Integer scalar ``v`` as an i64 (offsets, loop bounds), extended by its signedness."""
+        value = self.env[id(v)]
+        if value.type.width >= 64:
+            return value
+        return self.b.sext(value, I64) if v.type.dtype.is_signed else self.b.zext(value, I64)
+
     def tile(self, v: Value, shape=None) -> Tile:
         """``v`` as a tile (a scalar splats to ``shape``)."""
         got = self.env[id(v)]

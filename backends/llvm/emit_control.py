@@ -27,9 +27,9 @@ def _is_tile(v) -> bool:
 @emits(ops.ForOp)
 def _for(op: ops.ForOp, cg: KernelCodegen):
     b = cg.b
-    lo = b.sext(cg.scalar(op.lo), I64)
-    hi = b.sext(cg.scalar(op.hi), I64)
-    step = b.sext(cg.scalar(op.step), I64)
+    lo = cg.index(op.lo)
+    hi = cg.index(op.hi)
+    step = cg.index(op.step)
     ok = cg.fn.append_basic_block("step.ok")
     bad = cg.fn.append_basic_block("step.zero")
     b.cbranch(b.icmp_signed("==", step, const(0)), bad, ok)
@@ -65,7 +65,7 @@ def _for(op: ops.ForOp, cg: KernelCodegen):
     b.cbranch(more, body, done)
 
     b.position_at_end(body)
-    cg.bind(op.body.args[0], b.trunc(iv, I32))
+    cg.bind(op.body.args[0], b.trunc(iv, scalar_type(op.body.args[0].type.dtype)))
     for i, arg in enumerate(op.body.args[1:]):
         cg.bind(arg, carried[i] if carried[i] is not None else phis[i])
     cg.emit_block(op.body)

@@ -32,7 +32,7 @@ class _Window:
         b = cg.b
         self.cg, self.shape = cg, tuple(shape)
         self.dims = cg.tensor_dims[id(tensor)]
-        self.offs = [b.sext(cg.scalar(o), I64) for o in offsets]
+        self.offs = [cg.index(o) for o in offsets]
         # row-major strides of the tensor, from its runtime dimensions
         strides, acc = [], const(1)
         for d in reversed(self.dims):

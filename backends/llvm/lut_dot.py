@@ -365,8 +365,8 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
     # the weight tile in the repacked tensor, or a tile of zero codes outside it
     weights = plan.load.tensor
     dims = cg.tensor_dims[id(weights)]
-    k0 = b.sext(cg.scalar(plan.load.offsets[ka]), I64)
-    n0 = b.sext(cg.scalar(plan.load.offsets[1 - ka]), I64)
+    k0 = cg.index(plan.load.offsets[ka])
+    n0 = cg.index(plan.load.offsets[1 - ka])
     ktiles = b.udiv(b.add(dims[ka], const(kd - 1)), const(kd))
     ntiles = b.udiv(b.add(dims[1 - ka], const(rn - 1)), const(rn))
     kt, nt = b.sdiv(k0, const(kd)), b.sdiv(n0, const(rn))

@@ -281,3 +281,22 @@ def test_guarded_memory_crashes_on_an_access_past_its_end():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "9.0" and out.returncode != 0
+
+
+def test_unsigned_offsets_are_zero_extended():
+    """Found by `bittile fuzz`: a u1 offset of 1 was sign-extended to -1."""
+    from bittile.backends import interp
+    from bittile.dsl.module import load_source
+
+    source = """
+    kernel k(x: u8[2, 4], out: u8[2, 4], row: u1) grid(1) {
+        store(out, [row, cast(0, u4)], load(x, [row, cast(0, u4)], [1, 4]))
+    }
+    """
+    kernel = load_source(source, "offsets.tile").k.specialize()
+    x = np.arange(8, dtype=np.uint8).reshape(2, 4)
+    for run in (interp.run, backend.run):
+        out = np.zeros_like(x)
+        run(kernel, x, out, 1)
+        np.testing.assert_array_equal(out[1], x[1])
+        np.testing.assert_array_equal(out[0], 0)

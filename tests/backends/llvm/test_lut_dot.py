@@ -125,3 +125,19 @@ def test_exact_tables_can_be_chosen_for_one_call():
     assert nmse(args["y"], ref) <= 1e-10
     backend.run(kernel, **args)
     assert 1e-10 < nmse(args["y"], ref) <= 5e-5
+
+
+def test_bench_command_runs_bittile_against_the_baselines(tmp_path, capsys):
+    from bittile.runtime.cli import main
+
+    out = tmp_path / "gemv.json"
+    code = main(["bench", "gemv", "--quick", "--bits", "u4", "--m", "1", "--no-plot",
+                 "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "bittile_lut" in text and "torch_int4" in text and "numpy_fp32" in text
+    import json
+
+    results = json.loads(out.read_text())
+    assert any(r["contender"] == "bittile_lut" and r["status"] == "ok"
+               for r in results["results"])
