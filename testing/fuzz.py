@@ -80,10 +80,6 @@ def fuzz(minutes: float = 1.0, *, backends=("interp", "llvm"), pipelines=(),
          out="fuzz-failures", max_programs: int | None = None, seed: int = 0,
          max_ops: int = 16, progress=None) -> FuzzReport:
     """Run a campaign for ``minutes`` (or ``max_programs``); return what it found."""
-    from hypothesis import HealthCheck, given, settings
-
-    from bittile.testing.strategies import kernels
-
     report = FuzzReport()
     out = pathlib.Path(out)
     deadline = time.monotonic() + minutes * 60
@@ -93,17 +89,7 @@ def fuzz(minutes: float = 1.0, *, backends=("interp", "llvm"), pipelines=(),
                                            or report.programs < max_programs):
         size = 25 if max_programs is None else min(25, max_programs - report.programs)
         failing: list = []
-
-        @settings(max_examples=size, deadline=None, database=None, derandomize=False,
-                  suppress_health_check=list(HealthCheck), print_blob=False)
-        @given(kernels(max_ops=max_ops))
-        def campaign(program):
-            try:
-                _check(program, backends, pipelines, seed)
-            except Exception as exc:
-                failing.append((program, exc))  # the last one is the shrunk one
-                raise
-
+        campaign = _campaign(size, max_ops, backends, pipelines, seed, failing)
         campaign = _seeded(campaign, seed + batch)
         try:
             campaign()
@@ -117,6 +103,26 @@ def fuzz(minutes: float = 1.0, *, backends=("interp", "llvm"), pipelines=(),
             progress(report)
     report.seconds = time.monotonic() - start
     return report
+
+
+def _campaign(size: int, max_ops: int, backends, pipelines, seed: int, failing: list):
+    """A hypothesis test over ``size`` programs that records each failing program in
+    ``failing`` (hypothesis shrinks a failure, so the last one recorded is the smallest)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from bittile.testing.strategies import kernels
+
+    @settings(max_examples=size, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), print_blob=False)
+    @given(kernels(max_ops=max_ops))
+    def campaign(program):
+        try:
+            _check(program, backends, pipelines, seed)
+        except Exception as exc:
+            failing.append((program, exc))
+            raise
+
+    return campaign
 
 
 def _seeded(test, seed: int):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from bittile.backends.llvm.codegen import KernelCodegen, emits
-from bittile.backends.llvm.tiles import I8, I16, I64, const, scalar_type, strides_of
+from bittile.backends.llvm.tiles import I8, I16, const, scalar_type, strides_of
 from bittile.ir import ops
 from bittile.ir.dtypes import DType
 

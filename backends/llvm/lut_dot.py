@@ -269,7 +269,7 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
         tables_bytes,
         tile_bytes,
     )
-    from bittile.backends.llvm.tiles import F32, I8, I64, PTR, const, scalar_type
+    from bittile.backends.llvm.tiles import F32, I8, PTR, const, scalar_type
 
     op, b, loops = plan.op, cg.b, cg.loops
     ka, wdtype = plan.k_axis, plan.load.tensor.type.dtype
