@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # requirement to a multi-GB CUDA build on a CPU-only machine.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test venv lint clean bench
+.PHONY: demo test venv lint clean bench bench-report docs
 
 venv: $(STAMP)
 
@@ -28,6 +28,15 @@ test: $(STAMP)
 # kernel, measured in the same run (a few minutes; writes benchmarks/results/gemv.{json,png})
 bench: $(STAMP)
 	$(PY) benchmarks/gemv.py
+
+# the benchmarks, then docs/benchmarks.md from their results
+bench-report: bench
+	$(PY) benchmarks/report.py
+
+# the documentation site (mkdocs-material, no network needed), warnings are errors
+docs: $(STAMP)
+	$(PY) docs/gen_images.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -5,6 +5,7 @@
         [--emit ast|ir|ir-opt|llvm|llvm-opt|asm|triton|ptx] [--arch sm_80|sm_90]
     bittile opt FILE.tir --passes "canonicalize,cse,dce"
     bittile run FILE --kernel NAME --size M=128 [--size K=64] [-D NAME=VALUE]... [--seed N]
+    bittile layout "spatial(4, 8).local(2, 1)" --png out.png
     bittile fuzz [--minutes N] [--backends interp,llvm] [--pipelines "cse;dce"] [--replay F]
     bittile bench gemv [--quick] [--shapes 4096x4096] [--bits u4,u2] [--m 1,32] ...
 
@@ -236,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--size", action="append", metavar="NAME=INT")
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--backend", default=None)
+    layout = sub.add_parser("layout", help="draw a register layout: workers and local indices")
+    layout.add_argument("layout", help='e.g. "local(2, 1).spatial(8, 4).local(1, 2)"')
+    layout.add_argument("--png", required=True, metavar="FILE")
+    layout.set_defaults(run=cmd_layout)
     fuzz = sub.add_parser("fuzz", help="differential fuzzing: random programs x backends x "
                                        "pipelines; failures are written as .tile reproducers")
     fuzz.add_argument("--minutes", type=float, default=1.0)
@@ -259,6 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--time-passes", action="store_true")
     opt.set_defaults(run=cmd_opt)
     return parser
+
+
+def cmd_layout(args) -> int:
+    from bittile.ir.layout import parse_layout
+    from bittile.ir.layout_plot import draw_layout
+
+    layout = parse_layout(args.layout)
+    try:
+        draw_layout(layout, args.png)
+    except ValueError as exc:
+        raise BittileError(str(exc), hint="draw a 1-D or 2-D layout") from None
+    except ImportError:
+        raise BittileError("drawing layouts needs matplotlib",
+                           hint="pip install matplotlib (the bench extra)") from None
+    print(f"{args.png}: {layout} ({layout.num_workers} workers x {layout.local_size} local)")
+    return 0
 
 
 def cmd_fuzz(args) -> int:
