@@ -197,17 +197,26 @@ def plan_lut_dots(kernel: Kernel, max_m: int, force: bool = False) -> list[LutDo
             continue
         if len({(d.k_axis, d.op.w.type.shape) for d in dots}) != 1:
             continue  # one repacked layout per tensor
-        chosen.extend(_with_dense_key(d, producers, rejected) for d in dots)
+        params = {id(v) for v in kernel.body.args}
+        chosen.extend(_with_dense_key(d, producers, rejected, params) for d in dots)
     return chosen
 
 
-def _with_dense_key(dot: LutDot, producers, written: set[int]) -> LutDot:
+def _with_dense_key(dot: LutDot, producers, written: set[int], params: set[int]) -> LutDot:
     value = dot.op.x
     while True:
         op = producers.get(id(value))
-        if isinstance(op, (ops.ReshapeOp, ops.PermuteOp, ops.BroadcastOp, ops.ConvertLayoutOp)):
+        if isinstance(op, (ops.ReshapeOp, ops.PermuteOp, ops.BroadcastOp, ops.ConvertLayoutOp,
+                           ops.CastOp)):  # functions of the loaded values alone
             value = op.x
             continue
+        if isinstance(op, ops.FusedElementwiseOp) and len(op.outs) == 1:
+            tiles = [v for v in op.inputs if not isinstance(v.type, ScalarType)]
+            fixed = all(isinstance(producers.get(id(v)), ops.ConstantOp) or id(v) in params
+                        for v in op.inputs if isinstance(v.type, ScalarType))
+            if len(tiles) == 1 and fixed:  # elementwise on the load, with launch constants
+                value = tiles[0]
+                continue
         break
     if (isinstance(op, ops.LoadOp) and id(op.tensor) not in written
             and 1 <= len(op.offsets) <= 2):
