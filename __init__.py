@@ -75,6 +75,17 @@ globals().update({_name: getattr(_decorators, _name) for _name in _BUILTIN_NAMES
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # ``bittile.torch``: the torch.library ops, loaded (with torch) on first use
+    if name == "torch":
+        import importlib
+
+        module = importlib.import_module("bittile.torch_library")
+        globals()["torch"] = module
+        return module
+    raise AttributeError(f"module 'bittile' has no attribute {name!r}")
+
 __all__ = [
     "BittileError", "DTypeError", "InternalError", "IRError", "LaunchError", "LayoutError",
     "PackingError", "TileSyntaxError", "TileTypeError",

@@ -6,7 +6,12 @@ from __future__ import annotations
 import functools
 import pathlib
 
-__all__ = ["kernels"]
+from bittile.stdlib.attention import attention, decode_attention
+from bittile.stdlib.linear import linear
+from bittile.stdlib.quant import QuantizedWeight, quantize_weight
+
+__all__ = ["kernels", "linear", "QuantizedWeight", "quantize_weight", "attention",
+           "decode_attention"]
 
 _HERE = pathlib.Path(__file__).resolve().parent
 
