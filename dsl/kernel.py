@@ -21,7 +21,7 @@ from bittile.runtime import config
 __all__ = ["TileKernel", "TileFunction", "BACKENDS"]
 
 #: Backends a kernel can run on today, by name.
-BACKENDS = ("interp", "llvm")
+BACKENDS = ("interp", "llvm", "triton")
 
 
 class TileFunction:
@@ -142,7 +142,11 @@ def user_facing(fn, *args, **kwargs):
 
 
 def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> None:
-    name = backend or config.get("BITTILE_BACKEND") or "interp"
+    name = backend or config.get("BITTILE_BACKEND")
+    if name is None:
+        from bittile.backends.triton.device import cuda_available
+
+        name = "triton" if cuda_available() else "interp"
     if name not in BACKENDS:
         raise LaunchError(
             f"unknown or unavailable backend {name!r}",
@@ -152,6 +156,11 @@ def _launch(kernel: Kernel, args: tuple, kwargs: dict, backend: str | None) -> N
         from bittile.backends.llvm import backend as llvm_backend
 
         llvm_backend.run(kernel, *args, **kwargs)
+        return
+    if name == "triton":
+        from bittile.backends.triton import backend as triton_backend
+
+        triton_backend.run(kernel, *args, **kwargs)
         return
     from bittile.backends import interp
 

@@ -7,6 +7,7 @@
     bittile run FILE --kernel NAME --size M=128 [--size K=64] [-D NAME=VALUE]... [--seed N]
     bittile layout "spatial(4, 8).local(2, 1)" --png out.png
     bittile fuzz [--minutes N] [--backends interp,llvm] [--pipelines "cse;dce"] [--replay F]
+    bittile example minilm [--quick] [--backend llvm]
     bittile bench gemv [--quick] [--shapes 4096x4096] [--bits u4,u2] [--m 1,32] ...
 
 User mistakes print as diagnostics (file:line:col, the source line, a caret, a hint) and exit
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--seed", type=int, default=0)
     fuzz.add_argument("--replay", default=None, metavar="FILE.tile")
     fuzz.set_defaults(run=cmd_fuzz)
+    example = sub.add_parser("example", help="run an example (minilm: a transformer on "
+                                             "bittile's kernels, accuracy and speed table)",
+                             add_help=False)
+    example.add_argument("which", choices=("minilm",))
+    example.add_argument("rest", nargs=argparse.REMAINDER)
+    example.set_defaults(run=cmd_example)
     bench = sub.add_parser("bench", help="run a benchmark (gemv) with its in-run baselines",
                            add_help=False)
     bench.add_argument("which", choices=("gemv",))
@@ -286,6 +293,20 @@ def cmd_fuzz(args) -> int:
     from bittile.testing.fuzz import main_fuzz
 
     return main_fuzz(args)
+
+
+def cmd_example(args) -> int:
+    import importlib.util
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "examples" / args.which / "run.py"
+    if not script.exists():
+        raise BittileError("the examples are not installed with this copy of bittile",
+                           hint=f"run them from a source checkout: python {script}")
+    spec = importlib.util.spec_from_file_location(f"bittile_example_{args.which}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args.rest)
 
 
 def cmd_bench(args) -> int:

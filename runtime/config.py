@@ -58,6 +58,9 @@ SWITCHES = {
         Switch("BITTILE_CPU_LEVEL", "str", None, True,
                "the instruction set the llvm backend targets: host (default), avx512, avx2 or "
                "sse; never more than the host has"),
+        Switch("BITTILE_TRITON_INTERPRET", "bool", False, False,
+               "run triton kernels under Triton's interpreter on CPU tensors even when CUDA "
+               "is available (without CUDA they always are)"),
     )
 }
 
