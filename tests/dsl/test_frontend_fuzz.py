@@ -30,8 +30,8 @@ COMPILE_TIME = {"W": bittile.u4}
 def tokens_of(text: str) -> list[list[str]]:
     """``[token, the whitespace after it]`` pairs, comments dropped (newlines end statements,
     so the whitespace is kept)."""
-    return [[m.group(1), m.group(2)] for m in TOKEN.finditer(text)
-            if not m.group(1).startswith("//")]
+    return [["" if m.group(1).startswith("//") else m.group(1), m.group(2)]
+            for m in TOKEN.finditer(text)]
 
 
 def join(tokens) -> str:
