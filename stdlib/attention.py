@@ -10,6 +10,8 @@ docs/stdlib-attention.md.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +32,12 @@ _DTYPES = {"float32": dtypes.f32, "float16": dtypes.f16, "bfloat16": dtypes.bf16
 
 def default_backend() -> str:
     """``BITTILE_BACKEND`` if set, else ``"llvm"`` when llvmlite imports, else ``"interp"``."""
-    name = config.get("BITTILE_BACKEND")
-    if name:
-        return name
-    try:
-        import llvmlite  # noqa: F401
-    except ImportError:
-        return "interp"
-    return "llvm"
+    return config.get("BITTILE_BACKEND") or ("llvm" if _has_llvmlite() else "interp")
+
+
+@functools.cache
+def _has_llvmlite() -> bool:
+    return importlib.util.find_spec("llvmlite") is not None
 
 
 # ---- tile sizes ----------------------------------------------------------------------------
@@ -57,7 +57,7 @@ class PrefillTiles:
 class DecodeTiles:
     """Compile-time tile sizes of the ``decode_split`` and ``decode_merge`` kernels."""
 
-    GP: int  # query heads per kv head (H / Hkv), padded
+    GP: int  # query heads per kv head (H / Hkv; a power of two on triton)
     BN: int  # keys per step of the loop
     DP: int  # the head dimension, padded
     SPLITS: int  # chunks the cache is split into (programs per (sequence, kv head))
@@ -92,17 +92,17 @@ def prefill_tiles(lq: int, lk: int, d: int, backend: str) -> PrefillTiles:
     return PrefillTiles(BM=bm, BN=bn, DP=dp)
 
 
-def decode_tiles(lmax: int, group: int, d: int, backend: str, programs: int) -> DecodeTiles:
-    """Tile sizes for ``decode_attention``: the cache is split so that there are enough
-    programs to keep every core busy (``programs`` is the number of (sequence, kv head)
-    pairs), with chunks of at least a few key tiles."""
+def decode_tiles(length: int, group: int, d: int, backend: str, programs: int) -> DecodeTiles:
+    """Tile sizes for ``decode_attention`` over ``length`` cached positions: the cache is split
+    into chunks of whole key tiles so that there are about 64 programs in all (``programs`` is
+    the number of (sequence, kv head) pairs), enough to keep every core of a CPU busy even for
+    a single sequence."""
     dp = _pad_head_dim(d, backend)
     gp = _next_pow2(group) if backend == "triton" else group
-    bn = 64 if lmax > 16 else 16
-    tiles = -(-lmax // bn)
-    want = max(1, -(-64 // programs))  # about 64 programs in all
-    splits = max(1, min(want, tiles))
-    return DecodeTiles(GP=max(gp, 1), BN=bn, DP=dp, SPLITS=splits, SP=_next_pow2(splits))
+    bn = 64 if length > 16 else 16
+    tiles = -(-length // bn)
+    splits = max(1, min(-(-64 // programs), tiles))
+    return DecodeTiles(GP=gp, BN=bn, DP=dp, SPLITS=splits, SP=_next_pow2(splits))
 
 
 # ---- arguments -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from bittile.backends.llvm.tiles import (
 )
 from bittile.ir import ops
 from bittile.ir.dtypes import DType
+from bittile.ir.types import TileType
 
 _REASSOC = ("reassoc",)
 
@@ -76,7 +77,8 @@ def _reduce(op, cg: KernelCodegen):
     b, kind = cg.b, op.kind
     x = cg.tile(op.x)
     dtype = x.dtype
-    out_shape = op.out.type.shape
+    scalar_result = not isinstance(op.out.type, TileType)  # a rank-1 tile summed to a scalar
+    out_shape = () if scalar_result else op.out.type.shape
     kept = tuple(s for d, s in enumerate(x.shape) if d != op.axis)
     n_out = max(1, len(kept) and _prod(kept))
     acc_ty = _acc_type(dtype, kind)
@@ -94,6 +96,10 @@ def _reduce(op, cg: KernelCodegen):
         b.store(_combine(b, b.load(slot, typ=acc_ty), value, dtype, kind), slot)
 
     cg.loops.nest(b, x.shape, step)
+    if scalar_result:
+        value = b.load(b.gep(acc, [const(0)], source_etype=acc_ty), typ=acc_ty)
+        cg.bind(op.out, _narrow(b, value, dtype, kind))
+        return
     out = cg.new_buffer(dtype, out_shape)
 
     def finish(i):

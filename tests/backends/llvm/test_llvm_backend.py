@@ -300,3 +300,25 @@ def test_unsigned_offsets_are_zero_extended():
         run(kernel, x, out, 1)
         np.testing.assert_array_equal(out[1], x[1])
         np.testing.assert_array_equal(out[0], 0)
+
+
+def test_a_rank_one_tile_reduces_to_a_scalar():
+    """Reported by the attention kernels: sum of a [1] tile to a scalar crashed codegen."""
+    from bittile.dsl.module import load_source
+
+    source = """
+    kernel k(lens: i32[B], out: i32[B]) grid(B) {
+        let b = block_id(0)
+        let n = sum(load(lens, [b], [1]), 0)
+        var acc = cast(0, i32)
+        for i in range(0, n, 1) {
+            acc = acc + i
+        }
+        store(out, [b], broadcast(acc, [1]))
+    }
+    """
+    kernel = load_source(source, "reduce_scalar.tile").k.specialize()
+    lens = np.array([0, 1, 5, 10], np.int32)
+    out = np.zeros(4, np.int32)
+    backend.run(kernel, lens, out)
+    np.testing.assert_array_equal(out, lens * (lens - 1) // 2)
