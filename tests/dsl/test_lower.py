@@ -1032,3 +1032,21 @@ def test_builtins_implemented_are_exactly_the_documented_list():
     from bittile.dsl.builtins import BUILTINS
 
     assert set(BUILTINS) == set(BUILTIN_FUNCTIONS) | set(LAYOUT_FUNCTIONS)
+
+
+def test_dtype_parameters_are_inferred_from_the_arguments():
+    """Kernels specialize on argument dtypes: W is taken from the weight argument."""
+    source = """
+    kernel scale[W: dtype, B: int = 8](w: W[N], y: f32[N]) grid(cdiv(N, B)) {
+        let i = block_id(0) * B
+        store(y, [i], cast(load(w, [i], [B]), f32) * 2.0)
+    }
+    """
+    kernel = bittile.load_source(source, "infer.tile").scale
+    for dtype, values in ((bittile.u4, [1, 2, 15]), (bittile.i8, [-3, 0, 7])):
+        y = np.zeros(3, np.float32)
+        kernel(bittile.pack(np.array(values), dtype), y)
+        np.testing.assert_array_equal(y, 2.0 * np.array(values))
+    y = np.zeros(3, np.float32)
+    kernel(np.array([1.5, -2.0, 0.25], np.float16), y)
+    np.testing.assert_array_equal(y, [3.0, -4.0, 0.5])
