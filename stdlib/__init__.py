@@ -7,11 +7,14 @@ import functools
 import pathlib
 
 from bittile.stdlib.attention import attention, decode_attention
+from bittile.stdlib.kivi import KIVICache, KIVIQuantized, kivi_quantize
 from bittile.stdlib.linear import linear
+from bittile.stdlib.pq import PQCache, PQCodebook
 from bittile.stdlib.quant import QuantizedWeight, quantize_weight
 
 __all__ = ["kernels", "linear", "QuantizedWeight", "quantize_weight", "attention",
-           "decode_attention"]
+           "decode_attention", "kivi_quantize", "KIVIQuantized", "KIVICache", "PQCodebook",
+           "PQCache"]
 
 _HERE = pathlib.Path(__file__).resolve().parent
 
