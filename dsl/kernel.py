@@ -121,6 +121,8 @@ class TileKernel:
     def _infer_dtypes(self, const_args: dict, args: tuple, kwargs: dict) -> None:
         """Specialize on argument dtypes: a ``dtype`` compile-time parameter that is not given
         and names a tensor parameter's dtype (``w: W[N, K]``) takes that argument's dtype."""
+        from bittile.runtime.launch import dtype_of_array
+
         wanted = {p.name for p in self.ast.const_params
                   if p.kind == "dtype" and p.name not in const_args}
         if not wanted:
@@ -131,30 +133,13 @@ class TileKernel:
             type_expr = param.type
             name = getattr(getattr(type_expr, "dtype", None), "id", None)
             if name in wanted and param.name in given and hasattr(type_expr, "shape"):
-                dtype = _dtype_of(given[param.name])
+                dtype = dtype_of_array(given[param.name])
                 if dtype is not None:
                     const_args[name] = dtype
                     wanted.discard(name)
 
     def __repr__(self) -> str:
         return f"<bittile kernel {self.name} at {self.ast.loc}>"
-
-
-def _dtype_of(arg):
-    """The bittile dtype an argument holds (PackedTensor, numpy array, torch tensor), if any."""
-    from bittile.ir.dtypes import dtype_from_name
-
-    dtype = getattr(arg, "dtype", None)
-    if dtype is None:
-        return None
-    if type(dtype).__name__ == "DType":
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    names = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "uint8": "u8",
-             "int8": "i8", "int16": "i16", "uint16": "u16", "int32": "i32", "uint32": "u32"}
-    if name not in names:
-        return None
-    return dtype_from_name(names[name])
 
 
 class _Specialized:

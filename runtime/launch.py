@@ -242,16 +242,41 @@ def bind_arguments(kernel: Kernel, args: tuple, kwargs: dict) -> BoundArgs:
     int_scalars = {k: v for k, v in scalars.items() if kernel_param(kernel, k).type.dtype.is_int}
     sizes = _solve_sizes(kernel, tensors, int_scalars)
     env = {**sizes, **int_scalars}
-    grid = []
-    for dim in kernel.grid:
+    return BoundArgs(tensors, scalars, sizes, evaluate_grid(kernel.grid, env))
+
+
+def evaluate_grid(grid, env: dict[str, int]) -> tuple[int, ...]:
+    """The grid's extents for the sizes and integer scalars ``env`` (checked)."""
+    out = []
+    for dim in grid:
         try:
             n = dim.evaluate(env)
         except ZeroDivisionError:
             raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
         if n < 0:
             raise LaunchError(f"grid dimension {dim} is {n} with {env}")
-        grid.append(n)
-    return BoundArgs(tensors, scalars, sizes, tuple(grid))
+        out.append(n)
+    return tuple(out)
+
+
+#: numpy / torch dtype names -> the bittile dtype with the same memory form
+_ARRAY_DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "uint8": "u8",
+                 "int8": "i8", "int16": "i16", "uint16": "u16", "int32": "i32",
+                 "uint32": "u32"}
+
+
+def dtype_of_array(arg) -> DType | None:
+    """The bittile dtype an argument holds (PackedTensor, numpy array, torch tensor), or None
+    if it holds none."""
+    dtype = getattr(arg, "dtype", None)
+    if dtype is None or isinstance(dtype, DType):
+        return dtype
+    name = _ARRAY_DTYPES.get(str(dtype).removeprefix("torch."))
+    if name is None:
+        return None
+    from bittile.ir.dtypes import dtype_from_name
+
+    return dtype_from_name(name)
 
 
 def written_params(kernel: Kernel) -> set[str]:

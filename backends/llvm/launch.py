@@ -27,6 +27,8 @@ from bittile.runtime.launch import (
     _match,
     _solve_sizes,
     _to_scalar,
+    dtype_of_array,
+    evaluate_grid,
     from_dlpack,
     numpy_word,
     written_params,
@@ -84,13 +86,9 @@ def _from_torch(param: Param, tensor, written: bool) -> _NativeTensor:
     if not tensor.is_contiguous():
         raise LaunchError(f"argument {param.name!r} must be contiguous", hint="call .contiguous()")
     dtype = param.type.dtype
-    torch_name = str(tensor.dtype).removeprefix("torch.")
-    expected = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "u8": "uint8",
-                "i8": "int8", "i16": "int16", "i32": "int32", "u16": "uint16",
-                "u32": "uint32"}.get(dtype.name)
-    if torch_name != expected:
+    if dtype_of_array(tensor) != dtype:
         raise LaunchError(f"argument {param.name!r} must hold {dtype}, got a torch tensor of "
-                          f"{torch_name}")
+                          f"{str(tensor.dtype).removeprefix('torch.')}")
     if written and getattr(tensor, "requires_grad", False) and tensor.is_leaf:
         raise LaunchError(f"argument {param.name!r} is written by the kernel but requires grad",
                           hint="pass tensor.detach()")
@@ -157,16 +155,7 @@ class LaunchPlan:
                 scalars[p.name] = _to_scalar(p, given[p.name])
         int_scalars = {k: v for k, v in scalars.items() if k in self.int_scalars}
         sizes = self._sizes(tensors, int_scalars)
-        env = {**sizes, **int_scalars}
-        grid = []
-        for dim in self.grid:
-            try:
-                n = dim.evaluate(env)
-            except ZeroDivisionError:
-                raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
-            if n < 0:
-                raise LaunchError(f"grid dimension {dim} is {n} with {env}")
-            grid.append(n)
+        grid = evaluate_grid(self.grid, {**sizes, **int_scalars})
         ints = list(grid)
         pointers = []
         for t in tensors.values():
@@ -180,7 +169,7 @@ class LaunchPlan:
                 ints.append(value if dtype.is_int
                             else int(dtype.encode([value], saturate=False)[0]))
         ptr_array = (ctypes.c_void_p * max(1, len(pointers)))(*pointers)
-        return NativeArgs(ptr_array, np.array(ints or [0], dtype=np.int64), tuple(grid),
+        return NativeArgs(ptr_array, np.array(ints or [0], dtype=np.int64), grid,
                           [t.keep for t in tensors.values()], given)
 
     def _sizes(self, tensors: dict[str, _NativeTensor], int_scalars: dict) -> dict[str, int]:

@@ -16,6 +16,7 @@ are materialized into buffers (see ``codegen.py``).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 
@@ -73,7 +74,7 @@ def from_storage(b: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
     return value if st.width == dtype.bits else b.trunc(value, scalar_type(dtype))
 
 
-class Tile:
+class Tile(abc.ABC):
     """A tile during code generation: a dtype, a static shape, and a way to read elements."""
 
     dtype: DType
@@ -83,8 +84,9 @@ class Tile:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @abc.abstractmethod
     def element(self, b: ir.IRBuilder, idx: Sequence[ir.Value]) -> ir.Value:
-        raise NotImplementedError
+        """Emit the code reading the element at ``idx`` (i64 values); return its value."""
 
 
 class BufferTile(Tile):

@@ -22,7 +22,14 @@ from bittile.backends.triton.program import TritonProgram
 from bittile.errors import LaunchError
 from bittile.ir.core import Kernel, Param
 from bittile.ir.types import ScalarType, TensorType
-from bittile.runtime.launch import _match, _solve_sizes, _to_scalar, numpy_word, written_params
+from bittile.runtime.launch import (
+    _match,
+    _solve_sizes,
+    _to_scalar,
+    evaluate_grid,
+    numpy_word,
+    written_params,
+)
 from bittile.runtime.packed import PackedTensor
 
 __all__ = ["BoundLaunch", "LaunchPlan"]
@@ -84,16 +91,7 @@ class LaunchPlan:
                 scalars[p.name] = _to_scalar(p, given[p.name])
         int_scalars = {k: v for k, v in scalars.items() if isinstance(v, int)}
         sizes = _solve_sizes(kernel, tensors, int_scalars)
-        env = {**sizes, **int_scalars}
-        grid = []
-        for dim in kernel.grid:
-            try:
-                n = dim.evaluate(env)
-            except ZeroDivisionError:
-                raise LaunchError(f"grid dimension {dim} divides by zero with {env}") from None
-            if n < 0:
-                raise LaunchError(f"grid dimension {dim} is {n} with {env}")
-            grid.append(n)
+        grid = evaluate_grid(kernel.grid, {**sizes, **int_scalars})
         if math.prod(grid) > _MAX_ELEMENTS:
             raise LaunchError(f"the grid {grid} has more than 2^31 - 1 blocks")
         bound = BoundLaunch([], tuple(grid))
