@@ -265,37 +265,31 @@ def quantized_splits(programs: int, blocks: int) -> int:
 
 
 # ---- the KIVI cache ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class KIVITiles:
-    """Compile-time sizes of ``kivi_attend`` (``stdlib/kvcache.tile``)."""
-
-    NG: int  # key groups per block of the cache (a block is NG * group tokens)
-    PF: int  # value tokens per row of the value dots' operand
-    KH: int  # chunks of channels the key dots take a block in
-    VH: int  # chunks of tokens the value dots take a block in
-
-    def as_dict(self) -> dict[str, int]:
-        return {"NG": self.NG, "PF": self.PF, "KH": self.KH, "VH": self.VH}
+def kivi_groups_per_block(group: int) -> int:
+    """Key groups per block of ``kivi_attend`` (``stdlib/kvcache.tile``): blocks of about 128
+    tokens, so that the online softmax's bookkeeping (a running max, rescaling the
+    accumulator) is spread over enough tokens while a block's codes stay in the first-level
+    cache."""
+    return max(1, 128 // group)
 
 
-def kivi_tiles(bits: int, group: int, d: int) -> KIVITiles:
-    """Tile sizes for ``kivi_attend``.
-
-    A dot's second operand is filled from byte tiles of the codes: key rows of
-    NG * group / per bytes, value rows of PF * d / per bytes. Both get at least 64 bytes: with
-    rows of 32 LLVM vectorizes the loops that fill the operands across rows instead of along
-    them (gathers and scatters, about 9 times slower per element). The key and value dots of a
-    block take it in chunks (KH of the channels, VH of about 64 tokens) so that an operand is
-    16 KB rather than 32 (about 8% faster at 32K context)."""
+def plane_major(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Bytes of ``codes`` (uint8, last axis a multiple of ``per = 8 // bits`` long) with the
+    last axis split into ``per`` planes: field c of byte j holds code ``c * (n / per) + j``
+    (``stdlib/kvcache.tile`` reads a field of a row of bytes as a run of consecutive codes)."""
     per = 8 // bits
-    ng = max(1, -(-64 * per // group))
-    block, row = ng * group, d // per
-    pf = next((f for f in range(1, block + 1) if block % f == 0 and f * row >= 64), block)
-    kh = 2 if d % 16 == 0 and d >= 64 else 1
-    vh = max(1, block // 64)
-    while block % vh or (block // vh) % pf:
-        vh -= 1
-    return KIVITiles(NG=ng, PF=pf, KH=kh, VH=vh)
+    planes = codes.reshape(*codes.shape[:-1], per, codes.shape[-1] // per)
+    out = planes[..., 0, :].copy()
+    for c in range(1, per):
+        out |= planes[..., c, :] << np.uint8(c * bits)
+    return out
+
+
+def from_plane_major(packed: np.ndarray, bits: int) -> np.ndarray:
+    """The inverse of :func:`plane_major`."""
+    per, mask = 8 // bits, (1 << bits) - 1
+    planes = [(packed >> np.uint8(c * bits)) & np.uint8(mask) for c in range(per)]
+    return np.stack(planes, -2).reshape(*packed.shape[:-1], per * packed.shape[-1])
 
 
 class KIVICache:
@@ -344,8 +338,8 @@ class KIVICache:
                               f"for {self.bits}-bit codes")
         self.dims = (b, hkv, d)
         self.value_group = min(self.group_size, d)
-        self.tiles = kivi_tiles(self.bits, self.group_size, d)
-        self.ng = self.tiles.NG
+        self.nv = -(-d // self.value_group)
+        self.ng = kivi_groups_per_block(self.group_size)
         self.block = self.ng * self.group_size
         self._window = ResidualWindow(b, hkv, d, self.residual_length + self.group_size)
         self._grow(1)
@@ -357,14 +351,14 @@ class KIVICache:
             return
         blocks = max(blocks, 2 * self._blocks)
         b, hkv, d = self.dims
-        per, bn, nv = 8 // self.bits, self.block, -(-d // self.value_group)
-        arrays = {
-            "kc": np.zeros((b, hkv, blocks, d, bn // per), np.uint8),
-            "ks": np.zeros((b, hkv, blocks * self.ng, d), np.float32),
-            "km": np.zeros((b, hkv, blocks * self.ng, d), np.float32),
-            "vc": np.zeros((b, hkv, blocks * bn, d // per), np.uint8),
-            "vs": np.zeros((b, hkv, blocks * bn, nv), np.float32),
-            "vm": np.zeros((b, hkv, blocks * bn, nv), np.float32),
+        per, bn, nv, ng = 8 // self.bits, self.block, self.nv, self.ng
+        arrays = {  # the layouts kivi_attend reads (stdlib/kvcache.tile)
+            "kc": np.zeros((b, hkv, blocks * ng, d * self.group_size // per), np.uint8),
+            "ks": np.zeros((b, hkv, blocks * ng, d), np.float32),
+            "km": np.zeros((b, hkv, blocks * ng, d), np.float32),
+            "vc": np.zeros((b, hkv, blocks * nv, bn * self.value_group // per), np.uint8),
+            "vs": np.zeros((b, hkv, blocks * nv, bn), np.float32),
+            "vm": np.zeros((b, hkv, blocks * nv, bn), np.float32),
         }
         if self._blocks:
             for name, old in self._arrays.items():
@@ -391,24 +385,31 @@ class KIVICache:
             self._quantize(moved_k, moved_v)
 
     def _quantize(self, k: np.ndarray, v: np.ndarray) -> None:
+        """Quantize ``t`` tokens (a multiple of the group size) after the ``n`` held."""
         n, t = self.quantized_length, k.shape[2]
-        g, per, bn = self.group_size, 8 // self.bits, self.block
+        g, vg, nv, bn = self.group_size, self.value_group, self.nv, self.block
         self._grow(n + t)
-        a = self._arrays
+        a, (b, hkv, d) = self._arrays, self.dims
+        # keys: a row of D * G / per bytes per group of tokens
         codes, kscale, kmin = quantize_groups(k, self.bits, g, axis=2)
-        key_bytes = pack_low_bits(codes.transpose(0, 1, 3, 2), self.bits).bytes_view()
-        key_bytes = key_bytes.reshape(*k.shape[:2], k.shape[3], t // per)
-        for blk in range(n // bn, -(-(n + t) // bn)):  # the blocks the new tokens fall in
-            lo, hi = max(n, blk * bn), min(n + t, (blk + 1) * bn)
-            a["kc"][:, :, blk, :, (lo - blk * bn) // per:(hi - blk * bn) // per] = \
-                key_bytes[..., (lo - n) // per:(hi - n) // per]
+        groups = codes.reshape(b, hkv, t // g, g, d).transpose(0, 1, 2, 4, 3)
+        a["kc"][:, :, n // g:(n + t) // g] = plane_major(groups, self.bits).reshape(
+            b, hkv, t // g, -1)
         a["ks"][:, :, n // g:(n + t) // g] = kscale
         a["km"][:, :, n // g:(n + t) // g] = kmin
-        codes, vscale, vmin = quantize_groups(v, self.bits, self.value_group, axis=3)
-        a["vc"][:, :, n:n + t] = pack_low_bits(codes, self.bits).bytes_view().reshape(
-            *v.shape[:3], -1)
-        a["vs"][:, :, n:n + t] = vscale
-        a["vm"][:, :, n:n + t] = vmin
+        # values: per block, a row of BN * VG / per bytes per channel group
+        codes, vscale, vmin = quantize_groups(v, self.bits, vg, axis=3)
+        codes = np.concatenate([codes, np.zeros((b, hkv, t, nv * vg - d), np.uint8)], 3)
+        packed = plane_major(codes.reshape(b, hkv, t, nv, vg), self.bits)
+        vc = a["vc"].reshape(b, hkv, -1, nv, bn, packed.shape[-1])
+        vs = a["vs"].reshape(b, hkv, -1, nv, bn)
+        vm = a["vm"].reshape(b, hkv, -1, nv, bn)
+        for blk in range(n // bn, -(-(n + t) // bn)):  # the blocks the new tokens fall in
+            lo, hi = max(n, blk * bn), min(n + t, (blk + 1) * bn)
+            rows = slice(lo - blk * bn, hi - blk * bn)
+            vc[:, :, blk, :, rows] = packed[:, :, lo - n:hi - n].transpose(0, 1, 3, 2, 4)
+            vs[:, :, blk, :, rows] = vscale[:, :, lo - n:hi - n].transpose(0, 1, 3, 2)
+            vm[:, :, blk, :, rows] = vmin[:, :, lo - n:hi - n].transpose(0, 1, 3, 2)
         self.quantized_length = n + t
 
     # ---- reading -------------------------------------------------------------------------
@@ -417,16 +418,22 @@ class KIVICache:
         if self._window is None:
             raise LaunchError("the cache is empty")
         b, hkv, d = self.dims
-        n, g, a, bits = self.quantized_length, self.group_size, self._arrays, self.bits
-        cap = self._blocks * self.block
-        key_bytes = np.ascontiguousarray(a["kc"].transpose(0, 1, 3, 2, 4))
-        kc = PackedTensor(key_bytes.reshape(-1), (b, hkv, d, cap), f"u{bits}").codes()
-        kc = kc[..., :n].transpose(0, 1, 3, 2)
-        k = kc * np.repeat(a["ks"][:, :, :n // g], g, 2) + np.repeat(a["km"][:, :, :n // g], g, 2)
-        vc = PackedTensor(a["vc"].reshape(-1), (b, hkv, cap, d), f"u{bits}").codes()[:, :, :n]
-        vg = self.value_group
-        vs = np.repeat(a["vs"][:, :, :n], vg, 3)[..., :d]
-        vm = np.repeat(a["vm"][:, :, :n], vg, 3)[..., :d]
+        n, g, vg, nv, a = self.quantized_length, self.group_size, self.value_group, self.nv, \
+            self._arrays
+        groups = n // g
+        kc = from_plane_major(a["kc"][:, :, :groups].reshape(b, hkv, groups, d, g * self.bits // 8),
+                              self.bits)
+        kc = kc.transpose(0, 1, 2, 4, 3).reshape(b, hkv, n, d)
+        k = kc * np.repeat(a["ks"][:, :, :groups], g, 2) + np.repeat(a["km"][:, :, :groups], g, 2)
+
+        def per_token(name, *tail):  # [B, Hkv, blocks * NV, BN, ...] -> [B, Hkv, n, NV, ...]
+            x = a[name].reshape(b, hkv, -1, nv, self.block, *tail)
+            return np.moveaxis(x, 3, 4).reshape(b, hkv, -1, nv, *tail)[:, :, :n]
+
+        vc = from_plane_major(per_token("vc", vg * self.bits // 8), self.bits)
+        vc = vc.reshape(b, hkv, n, nv * vg)[..., :d]
+        vs = np.repeat(per_token("vs"), vg, 3)[..., :d]
+        vm = np.repeat(per_token("vm"), vg, 3)[..., :d]
         w = self._window
         keys = np.concatenate([k.astype(np.float32), w.k[:, :, :w.length]], 2)
         values = np.concatenate([(vc * vs + vm).astype(np.float32), w.v[:, :, :w.length]], 2)
@@ -438,9 +445,9 @@ class KIVICache:
         if self._window is None:
             return 0
         b, hkv, d = self.dims
-        n, per, g = self.quantized_length, 8 // self.bits, self.group_size
-        nv = -(-d // self.value_group)
-        quantized = b * hkv * (2 * n * d // per + 8 * (n // g) * d + 8 * n * nv)
+        n, per, g, nv = self.quantized_length, 8 // self.bits, self.group_size, self.nv
+        codes = n * d // per + n * nv * self.value_group // per  # value groups padded
+        quantized = b * hkv * (codes + 8 * (n // g) * d + 8 * n * nv)
         return quantized + 8 * b * hkv * self.residual * d
 
     def attention(self, q, *, scale: float | None = None, backend: str | None = None):
@@ -454,13 +461,12 @@ class KIVICache:
         splits = quantized_splits(b * hkv, blocks) if blocks else 0
         step.allocate(splits + (self.residual > 0))
         if splits:
-            a, nb = self._arrays, self._blocks
+            a = self._arrays
             _kernels().kivi_attend(
-                step.q, *(a[name].reshape(b, hkv, nb * (self.ng if name in ("ks", "km") else 1),
-                                          -1) for name in KIVI_ARRAYS),
-                *step.partials(), step.qk_scale, self.quantized_length, step.first, splits,
-                backend=step.backend, BITS=self.bits, R=step.rows, LQ=step.lq, D=d,
-                G=self.group_size, VG=self.value_group, **self.tiles.as_dict())
+                step.q, *(a[name] for name in KIVI_ARRAYS), *step.partials(), step.qk_scale,
+                self.quantized_length, step.first, splits, backend=step.backend,
+                BITS=self.bits, R=step.rows, LQ=step.lq, D=d, G=self.group_size,
+                VG=self.value_group, NG=self.ng)
         step.residual(self._window, self.quantized_length, splits)
         return step.finish(q)
 

@@ -314,11 +314,21 @@ class PQCache:
                            self._arrays["vc"].reshape(b, hkv, nb, -1), vb.centroids,
                            *step.partials(), self.quantized_length, step.first, splits,
                            backend=step.backend, R=step.rows, LQ=step.lq, MK=mk, CK=ck,
-                           MS=_subspaces_per_step(mk, ck), MV=mv, CV=cv, DSV=dsv, BN=PQ_BLOCK)
+                           MV=mv, CV=cv, DSV=dsv, BN=PQ_BLOCK,
+                           **pq_steps(mk, ck, mv, cv, step.backend))
         step.residual(self._window, self.quantized_length, splits)
         return step.finish(q)
 
 
-def _subspaces_per_step(m: int, c: int) -> int:
-    """The largest divisor of m whose one-hot rows (subspaces x centroids) fit in 128."""
-    return max(s for s in range(1, m + 1) if m % s == 0 and (s * c <= 128 or s == 1))
+def _subspaces_per_step(m: int, c: int, rows: int) -> int:
+    """The largest divisor of m whose one-hot rows (subspaces x centroids) fit in ``rows``."""
+    return max(s for s in range(1, m + 1) if m % s == 0 and (s * c <= rows or s == 1))
+
+
+def pq_steps(mk: int, ck: int, mv: int, cv: int, backend: str) -> dict[str, int]:
+    """Subspaces per step of ``pq_attend``'s loops: keys ``MS`` (one-hot operands of at most
+    128 rows), values ``VS`` (all at once on the CPU; on triton at most 64 rows of one-hot
+    tiles for both, as larger tiles spill registers on sm_80/sm_90, checked by the tests)."""
+    if backend == "triton":
+        return {"MS": _subspaces_per_step(mk, ck, 64), "VS": _subspaces_per_step(mv, cv, 64)}
+    return {"MS": _subspaces_per_step(mk, ck, 128), "VS": mv}

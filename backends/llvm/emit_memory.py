@@ -4,7 +4,13 @@ A tensor is dense and row-major; an element of an n-bit dtype occupies bits ``[i
 of its bitstream (LSB first), so 8/16/32-bit elements are plain integers in memory and sub-byte
 elements are read from one byte, or two when they straddle a byte boundary. Every access is
 bounds-checked per tile row: the in-bounds part of a row is one contiguous loop (which LLVM
-vectorizes), the rest reads as zero or is not written. Sub-byte stores change only their own
+vectorizes), the rest reads as zero or is not written.
+
+A load of one row (at least ``PREFETCH_MIN_BYTES``) whose offsets change with an enclosing
+loop is taken to stream through its tensor: it also asks the cache for the same number of
+bytes right after the row (``llvm.prefetch``, clamped to the tensor; a prefetch reads nothing
+into the program and never faults), so that the next iteration's row arrives while this one is
+computed on. Sub-byte stores change only their own
 bits, with atomic and/or on the bytes, so blocks running on other threads may store to
 neighbouring elements of the same byte.
 """
@@ -14,7 +20,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from bittile.backends.llvm.codegen import KernelCodegen, emits
-from bittile.backends.llvm.tiles import I8, I16, const, scalar_type, strides_of
+from bittile.backends.llvm.tiles import I8, I16, I32, const, scalar_type, strides_of
 from bittile.ir import ops
 from bittile.ir.dtypes import DType
 
@@ -115,6 +121,66 @@ def _merge_byte(b: ir.IRBuilder, ptr, mask, bits) -> None:
     b.atomic_rmw("or", ptr, bits, "monotonic")
 
 
+PREFETCH_MIN_BYTES = 256
+CACHE_LINE = 64
+
+
+def loop_varying(kernel) -> set[int]:
+    """Ids of the values that depend on the induction variable of a loop around them."""
+    varying: set[int] = set()
+
+    def walk(block) -> None:
+        for op in block.ops:
+            if isinstance(op, ops.ForOp):
+                varying.add(id(op.body.args[0]))
+            if any(id(v) in varying for v in op.operands):
+                varying.update(id(r) for r in op.results)
+            for region in op.regions:
+                walk(region)
+
+    walk(kernel.body)
+    return varying
+
+
+def _streams(op: ops.LoadOp, cg: KernelCodegen) -> bool:
+    """Whether ``op`` loads one row of at least PREFETCH_MIN_BYTES at offsets that change with
+    an enclosing loop."""
+    if not op.shape or any(n != 1 for n in op.shape[:-1]):
+        return False
+    if op.shape[-1] * op.tensor.type.dtype.bits < 8 * PREFETCH_MIN_BYTES:
+        return False
+    varying = cg.__dict__.get("_loop_varying")
+    if varying is None:
+        varying = cg._loop_varying = loop_varying(cg.kernel)
+    return any(id(o) in varying for o in op.offsets)
+
+
+def _prefetch_next(cg: KernelCodegen, base, dims, start, width: int, dtype: DType) -> None:
+    """Prefetch the bytes of the ``width`` elements after the row that starts at element
+    ``start`` of the tensor at ``base`` (of runtime dimensions ``dims``), as far as the tensor
+    goes."""
+    b = cg.b
+    name = "llvm.prefetch.p0"
+    fn = cg.module.globals.get(name) or ir.Function(
+        cg.module, ir.FunctionType(ir.VoidType(), [ir.PointerType(), I32, I32, I32]), name)
+    numel = const(1)
+    for d in dims:
+        numel = b.mul(numel, d)
+    bits = const(dtype.bits)
+    size = b.udiv(b.add(b.mul(numel, bits), const(7)), const(8))
+    first = _clamp(b, b.sdiv(b.mul(b.add(start, const(width)), bits), const(8)), const(0), size)
+    end = _clamp(b, b.sdiv(b.mul(b.add(start, const(2 * width)), bits), const(8)), first, size)
+    lines = b.sdiv(b.add(b.sub(end, first), const(CACHE_LINE - 1)), const(CACHE_LINE))
+
+    def line(i):
+        at = b.add(first, b.mul(i, const(CACHE_LINE)))
+        # a read, to be kept in every cache level, of data
+        b.call(fn, [b.gep(base, [at], source_etype=I8), const(0, I32), const(3, I32),
+                    const(1, I32)])
+
+    cg.loops.range(b, const(0), lines, line, name="pf")
+
+
 @emits(ops.LoadOp)
 def _load(op: ops.LoadOp, cg: KernelCodegen) -> None:
     if id(op) in cg.lut_loads:
@@ -145,6 +211,11 @@ def _load(op: ops.LoadOp, cg: KernelCodegen) -> None:
         cg.loops.range(b, hi, const(width), fill, name="zhi")
 
     win.rows(row)
+    if _streams(op, cg):
+        start = const(0)
+        for off, stride in zip(win.offs, win.tstrides):
+            start = b.add(start, b.mul(off, stride))
+        _prefetch_next(cg, base, win.dims, start, width, dtype)
     cg.bind(op.out, out)
 
 

@@ -151,6 +151,21 @@ def test_pack_low_bits_is_the_bitstream():
                                           ref.bytes_view()[:ref.nbytes])
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_plane_major_bytes_hold_runs_of_consecutive_codes(bits):
+    """Field c of byte j is code c * (n / per) + j; from_plane_major inverts it."""
+    from bittile.stdlib.kivi import from_plane_major, plane_major
+
+    per, n = 8 // bits, 24
+    codes = np.random.default_rng(bits).integers(0, 1 << bits, (3, n)).astype(np.uint8)
+    packed = plane_major(codes, bits)
+    assert packed.shape == (3, n // per)
+    for c in range(per):
+        field = (packed.astype(np.int64) >> (c * bits)) & ((1 << bits) - 1)
+        np.testing.assert_array_equal(field, codes[:, c * (n // per):(c + 1) * (n // per)])
+    np.testing.assert_array_equal(from_plane_major(packed, bits), codes)
+
+
 def test_quantize_rejects_bad_arguments():
     x = np.zeros((4, 4), np.float32)
     with pytest.raises(LaunchError, match="bits"):
@@ -194,6 +209,10 @@ CASES = [
     ("llvm", 1, 2, 2, 129, 64, 1, 4, 32, 32, (100,)),
     ("llvm", 2, 2, 4, 7, 16, 2, 2, 4, 0, (3,)),
     ("llvm", 1, 1, 2, 300, 40, 3, 2, 12, 20, (None,)),
+    ("llvm", 1, 2, 2, 511, 128, 1, 4, 128, 128, (257,)),
+    ("triton", 1, 2, 2, 129, 64, 1, 4, 32, 32, (100,)),
+    ("triton", 2, 2, 4, 7, 16, 2, 2, 4, 0, (3,)),
+    ("triton", 1, 1, 2, 300, 40, 3, 2, 12, 20, (None,)),
     ("interp", 1, 1, 1, 1, 8, 1, 4, 8, 4, ()),
     ("interp", 1, 2, 2, 129, 32, 1, 4, 32, 16, (64,)),
     ("interp", 2, 1, 3, 150, 24, 2, 4, 16, 5, (140,)),

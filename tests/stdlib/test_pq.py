@@ -144,6 +144,9 @@ def test_training_rejects_bad_arguments():
 CASES = [
     ("llvm", 1, 2, 2, 129, 16, 1, 8, 4, 16, 100, False),
     ("llvm", 2, 1, 2, 7, 8, 2, 4, 3, 0, 3, True),
+    ("triton", 1, 2, 2, 129, 16, 1, 8, 4, 16, 100, False),
+    ("triton", 2, 1, 2, 7, 8, 2, 4, 3, 0, 3, True),
+    ("triton", 1, 1, 2, 257, 32, 1, 16, 4, 8, 250, False),
     ("interp", 1, 1, 1, 1, 8, 1, 2, 2, 4, 0, False),
     ("interp", 1, 2, 4, 150, 8, 3, 4, 3, 5, 140, True),
     ("interp", 2, 2, 2, 70, 12, 1, 3, 5, 0, 65, False),

@@ -9,6 +9,8 @@ import bittile
 from bittile import stdlib
 from bittile.backends.triton import aot
 from bittile.stdlib.attention import decode_tiles, prefill_tiles
+from bittile.stdlib.kivi import kivi_groups_per_block
+from bittile.stdlib.pq import pq_steps
 
 
 def cases():
@@ -26,6 +28,16 @@ def cases():
                                             G=128)))
     out.append(("gemm", "linear_float", dict(W=bittile.f4e2m1, X=bittile.bf16, BM=16, BN=64,
                                              BK=128, G=128)))
+    # quantized KV caches at a Llama-shaped head (D = 128), one decode token per kv head
+    for bits, group in ((4, 32), (4, 128), (2, 32)):
+        out.append(("kvcache", "kivi_attend", dict(BITS=bits, R=1, LQ=1, D=128, G=group,
+                                                   VG=min(group, 128),
+                                                   NG=kivi_groups_per_block(group))))
+    out.append(("kvcache", "pq_lut", dict(R=1, MK=32, CK=16, DSK=4)))
+    out.append(("kvcache", "pq_attend", dict(R=1, LQ=1, MK=32, CK=16, MV=32, CV=16, DSV=4,
+                                             BN=64, **pq_steps(32, 16, 32, 16, "triton"))))
+    out.append(("kvcache", "residual_attend", dict(R=1, LQ=1, D=128, BN=32)))
+    out.append(("kvcache", "attend_merge", dict(SP=4, D=128)))
     return out
 
 
