@@ -46,6 +46,28 @@ def gemv_section(data: dict) -> list[str]:
     return lines
 
 
+def _benchmark_module(name: str):
+    """benchmarks/<name>.py, as a package module or (run as a script) a sibling module."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    except ImportError:
+        return importlib.import_module(name)
+
+
+def table_section(name: str, title: str, data: dict) -> list[str]:
+    """The benchmark's own text report (its table and targets) and its plot."""
+    lines = ["", f"## {title}", "", f"`python benchmarks/{name}.py` on {_machine(data['machine'])}.",
+             "", "```text", _benchmark_module(name).format_report(data), "```"]
+    plot = data.get("plot")
+    if plot and pathlib.Path(plot).exists():
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copy(plot, IMAGES / f"{name}.png")
+        lines += ["", f"![{title}](images/{name}.png)"]
+    return lines
+
+
 def main() -> int:
     sections = ["# Benchmarks", "",
                 "Every number comes from `benchmarks/`, as times and ratios against baselines "
@@ -56,12 +78,10 @@ def main() -> int:
         sections += gemv_section(json.loads(gemv.read_text()))
     else:
         sections += ["No results yet: run `make bench-report`."]
-    for name in ("attention", "kvcache"):
+    for name, title in (("attention", "Attention"), ("kvcache", "Quantized KV-cache decode")):
         path = RESULTS / f"{name}.json"
         if path.exists():
-            sections += ["", f"## {name}", "", "```text",
-                         json.dumps(json.loads(path.read_text()).get("summary", {}), indent=1),
-                         "```"]
+            sections += table_section(name, title, json.loads(path.read_text()))
     DOC.write_text("\n".join(sections) + "\n")
     print(f"wrote {DOC}")
     return 0
