@@ -100,8 +100,14 @@ def test_prefill_interp_matches_torch(b, h, hkv, lq, lk, d, dtype, causal):
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not available")
-def test_prefill_triton_matches_torch():
-    check_prefill(1, 2, 1, 7, 9, 80, F16, True, "triton")
+@pytest.mark.parametrize(("b", "h", "hkv", "lq", "lk", "d", "dtype", "causal"), [
+    (1, 2, 1, 7, 9, 80, F16, True),
+    (1, 2, 2, 1, 129, 64, BF16, False),
+    (1, 4, 2, 33, 40, 96, F32, True),
+    (1, 1, 1, 20, 20, 128, BF16, True),
+])
+def test_prefill_triton_matches_torch(b, h, hkv, lq, lk, d, dtype, causal):
+    check_prefill(b, h, hkv, lq, lk, d, dtype, causal, "triton")
 
 
 def test_long_sequence_f32_is_as_accurate_as_torch():
@@ -229,8 +235,13 @@ def test_decode_interp_matches_torch():
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="the triton backend is not available")
-def test_decode_triton_matches_torch():
-    check_decode(2, 4, 2, 20, 80, F16, [20, 0], "triton")
+@pytest.mark.parametrize(("b", "h", "hkv", "length", "d", "dtype", "lens"), [
+    (2, 4, 2, 20, 80, F16, [20, 0]),
+    (1, 8, 2, 257, 64, BF16, [257]),
+    (3, 2, 1, 129, 128, F32, [129, 1, 7]),
+])
+def test_decode_triton_matches_torch(b, h, hkv, length, d, dtype, lens):
+    check_decode(b, h, hkv, length, d, dtype, lens, "triton")
 
 
 def test_decode_splits_the_cache():
