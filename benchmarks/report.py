@@ -58,8 +58,9 @@ def _benchmark_module(name: str):
 
 def table_section(name: str, title: str, data: dict) -> list[str]:
     """The benchmark's own text report (its table and targets) and its plot."""
-    lines = ["", f"## {title}", "", f"`python benchmarks/{name}.py` on {_machine(data['machine'])}.",
-             "", "```text", _benchmark_module(name).format_report(data), "```"]
+    lines = ["", f"## {title}", "",
+             f"`python benchmarks/{name}.py` on {_machine(data['machine'])}.", "",
+             "```text", _benchmark_module(name).format_report(data), "```"]
     plot = data.get("plot")
     if plot and pathlib.Path(plot).exists():
         IMAGES.mkdir(parents=True, exist_ok=True)
