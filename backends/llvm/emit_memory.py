@@ -206,9 +206,16 @@ def _load(op: ops.LoadOp, cg: KernelCodegen) -> None:
             v = read_element(b, base, b.add(start, j), dtype)
             out.store_linear(b, b.add(first, j), v)
 
-        cg.loops.range(b, const(0), lo, fill, name="zlo")
-        cg.loops.range(b, lo, hi, copy, name="ld")
-        cg.loops.range(b, hi, const(width), fill, name="zhi")
+        # a row wholly inside the tensor (the usual case) is copied with a constant trip
+        # count, which LLVM turns into inline vector moves rather than a call to memcpy
+        whole = b.and_(b.icmp_signed("==", lo, const(0)), b.icmp_signed("==", hi, const(width)))
+        with b.if_else(whole) as (inside, edge):
+            with inside:
+                cg.loops.range(b, const(0), const(width), copy, name="ldw")
+            with edge:
+                cg.loops.range(b, const(0), lo, fill, name="zlo")
+                cg.loops.range(b, lo, hi, copy, name="ld")
+                cg.loops.range(b, hi, const(width), fill, name="zhi")
 
     win.rows(row)
     if _streams(op, cg):

@@ -129,6 +129,7 @@ class LaunchPlan:
         self.int_scalars = {p.name for p in kernel.params
                             if isinstance(p.type, ScalarType) and p.type.dtype.is_int}
         self.grid = kernel.grid
+        self._solved: dict[tuple, tuple] = {}
 
     def _tensor(self, param: Param, arg) -> _NativeTensor:
         written = param.name in self.written
@@ -154,14 +155,25 @@ class LaunchPlan:
             else:
                 scalars[p.name] = _to_scalar(p, given[p.name])
         int_scalars = {k: v for k, v in scalars.items() if k in self.int_scalars}
-        sizes = self._sizes(tensors, int_scalars)
-        grid = evaluate_grid(self.grid, {**sizes, **int_scalars})
-        ints = list(grid)
-        pointers = []
-        for t in tensors.values():
-            pointers.append(t.address)
-            ints.extend(t.shape)
-        ints.extend(sizes[name] for name in self.size_symbols)
+        # the sizes, grid and shape integers depend only on the shapes and integer scalars:
+        # solved once per combination (a launch with the same shapes skips the checks, which
+        # passed for them before)
+        key = (tuple(t.shape for t in tensors.values()), tuple(int_scalars.items()),
+               tuple(t.size for t in tensors.values()))
+        solved = self._solved.get(key)
+        if solved is None:
+            sizes = self._sizes(tensors, int_scalars)
+            grid = evaluate_grid(self.grid, {**sizes, **int_scalars})
+            head = list(grid)
+            for t in tensors.values():
+                head.extend(t.shape)
+            head.extend(sizes[name] for name in self.size_symbols)
+            if len(self._solved) >= 64:
+                self._solved.clear()
+            solved = self._solved[key] = (grid, head)
+        grid, head = solved
+        ints = list(head)
+        pointers = [t.address for t in tensors.values()]
         for p, is_tensor in zip(self.params, self.is_tensor):
             if not is_tensor:
                 dtype = p.type.dtype
@@ -225,10 +237,12 @@ def launch(worker, native: NativeArgs, errors: dict[int, str]) -> None:
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
     else:
         bounds = [total * i // threads for i in range(threads + 1)]
-        pool = _get_pool(threads)
+        pool = _get_pool(threads - 1)
+        # the pool takes all ranges but the first, which the calling thread runs meanwhile
         futures = [pool.submit(worker, native.pointers, ints_ptr, lo, hi)
-                   for lo, hi in zip(bounds, bounds[1:])]
-        statuses = [f.result() for f in futures]
+                   for lo, hi in zip(bounds[1:], bounds[2:])]
+        statuses = [worker(native.pointers, ints_ptr, bounds[0], bounds[1])]
+        statuses += [f.result() for f in futures]
     for status in statuses:
         if status:
             raise LaunchError(errors.get(status, f"the kernel failed with status {status}"))
