@@ -42,6 +42,8 @@ class CompiledKernel:
     compile_seconds: float
     #: tensor parameter name -> (index among tensor parameters, LutSpec, k axis)
     repacked_params: dict = field(default_factory=dict)
+    #: address of bittile_job (the entry point of the persistent worker threads)
+    job: int | None = None
 
     def __call__(self, *args, **kwargs) -> None:
         native = self.plan.bind(args, kwargs)
@@ -50,7 +52,7 @@ class CompiledKernel:
                                k_axis)
             native.pointers[index] = weights.ctypes.data
             native.keep.append(weights)
-        launch(self.worker, native, ERRORS)
+        launch(self.worker, native, ERRORS, self.job)
 
     @functools.cached_property
     def plan(self):
@@ -143,7 +145,7 @@ def _compile(kernel: Kernel, cpu: jit.CpuLevel) -> CompiledKernel:
     worker = _WORKER_TYPE(module.address("bittile_worker"))
     lowered = built[0][0] if built else None
     return CompiledKernel(kernel, lowered, text, module, worker, time.perf_counter() - start,
-                          repacked_params)
+                          repacked_params, module.address("bittile_job"))
 
 
 def _pack_artifact(obj: bytes, optimized: str, text: str, repacked_params: dict) -> bytes:

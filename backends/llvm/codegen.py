@@ -5,7 +5,11 @@ The module holds
 - ``i32 @bittile_block(ptr tensors, ptr ints, i64 bid0, ...)``: one program instance;
 - ``i32 @bittile_worker(ptr tensors, ptr ints, i64 begin, i64 end)``: the blocks with linear ids
   in ``[begin, end)`` (row-major over the grid, the last axis fastest, as the interpreter runs
-  them); a worker thread makes one call.
+  them); a worker thread makes one call;
+- ``void @bittile_job(ptr tensors, i64 begin, ptr ints, ptr status, ptr done, 4 x ptr, i64 end,
+  i64)``: ``bittile_worker`` in the argument order of the persistent worker threads
+  (``lut.py``'s ``_DRIVER_ARGS``); it stores the worker's status in ``*status`` and then adds
+  one to ``*done`` (a release), by which the launching thread learns that the range is done.
 
 ``tensors`` holds the data pointer of each tensor parameter, in parameter order. ``ints`` holds
 i64s: the grid's extents, then every dimension of every tensor parameter (parameter order), then
@@ -161,6 +165,7 @@ class KernelCodegen:
     def generate(self) -> ir.Module:
         self._block_function()
         self._worker_function()
+        self._job_function()
         return self.module
 
     def _block_function(self) -> None:
@@ -247,6 +252,19 @@ class KernelCodegen:
         b.ret(status)
         b.position_at_end(done)
         b.ret(const(0, I32))
+
+    def _job_function(self) -> None:
+        fnty = ir.FunctionType(ir.VoidType(), [PTR, I64, PTR, PTR, PTR, PTR, PTR, PTR, PTR, I64,
+                                               I64])
+        fn = ir.Function(self.module, fnty, name="bittile_job")
+        tensors_ptr, begin, ints_ptr, status_ptr, done_ptr = fn.args[:5]
+        end = fn.args[9]
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        worker = self.module.globals["bittile_worker"]
+        status = b.call(worker, [tensors_ptr, ints_ptr, begin, end])
+        b.store(b.sext(status, I64), status_ptr)
+        b.atomic_rmw("add", done_ptr, const(1), "release")
+        b.ret_void()
 
     # ---- per-thread scratch -----------------------------------------------------------------
     def scratch_region(self, b: ir.IRBuilder, ints_ptr, count_fn, slot_bytes: int):

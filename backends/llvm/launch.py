@@ -226,8 +226,14 @@ def _get_pool(n: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def launch(worker, native: NativeArgs, errors: dict[int, str]) -> None:
-    """Run every block of the grid: ``worker(pointers, ints, begin, end)`` per thread."""
+def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None = None) -> None:
+    """Run every block of the grid: ``worker(pointers, ints, begin, end)`` per thread.
+
+    With ``job`` (the address of the module's ``bittile_job``), the ranges but the first go to
+    persistent native worker threads (``lut.py``'s ``_Worker``: they poll for a while after a
+    call, so back-to-back launches start within microseconds), the calling thread runs the
+    first range, then waits natively for the others' completion count. Without it, a thread
+    pool runs them."""
     total = math.prod(native.grid)
     if total == 0:
         return
@@ -235,6 +241,8 @@ def launch(worker, native: NativeArgs, errors: dict[int, str]) -> None:
     threads = min(num_threads(), total) if total > 1 else 1
     if threads <= 1:
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
+    elif job is not None:
+        statuses = _launch_on_workers(worker, job, native, ints_ptr, total, threads)
     else:
         bounds = [total * i // threads for i in range(threads + 1)]
         pool = _get_pool(threads - 1)
@@ -246,3 +254,28 @@ def launch(worker, native: NativeArgs, errors: dict[int, str]) -> None:
     for status in statuses:
         if status:
             raise LaunchError(errors.get(status, f"the kernel failed with status {status}"))
+
+
+def _launch_on_workers(worker, job: int, native: NativeArgs, ints_ptr: int, total: int,
+                       threads: int) -> list[int]:
+    from bittile.backends.llvm.lut import _give_workers, _take_workers, _worker_natives
+
+    bounds = [total * i // threads for i in range(threads + 1)]
+    # slot t: the status of range t; the last slot counts the ranges done
+    state = np.zeros(threads + 1, np.int64)
+    base = state.ctypes.data
+    tensors = ctypes.cast(native.pointers, ctypes.c_void_p).value
+    workers = _take_workers(threads - 1)
+    posted = 0
+    try:
+        for t, wk in enumerate(workers, start=1):
+            wk.start(job, (tensors, bounds[t], ints_ptr, base + 8 * t, base + 8 * threads,
+                           0, 0, 0, 0, bounds[t + 1], 0))
+            posted += 1
+        first = worker(native.pointers, ints_ptr, bounds[0], bounds[1])
+    finally:
+        # whatever happened here, the posted ranges run to their end before the workers are
+        # given back (a worker takes one job at a time)
+        _worker_natives()[2](base + 8 * threads, posted)
+        _give_workers(workers)
+    return [first, *(int(v) for v in state[1:threads])]

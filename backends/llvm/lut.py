@@ -342,13 +342,16 @@ _DRIVER_ARGS = ("ptr", "i64") + ("ptr",) * 7 + ("i64", "i64")
 
 _native_lock = threading.Lock()
 _native = None
+_stack_lock = threading.Lock()
+WORKER_STACK_BYTES = 64 << 20
 
 
 def _worker_natives():
     """``i64 lut_worker(i64* job, i64 seen, i64 ticks)``: while ``job[0]`` (the generation) is
     posted within ``ticks`` TSC ticks (or polls) of the last job, calls the driver ``job[1]`` on
     the arguments ``job[2:13]``; returns the last generation seen. ``void lut_post(i64* job,
-    i64 gen)``: publishes a job (a release store)."""
+    i64 gen)``: publishes a job (a release store). ``void lut_wait(i64* counter, i64 target)``:
+    polls (pausing, and yielding the CPU now and then) until ``*counter >= target``."""
     global _native
     with _native_lock:
         if _native is None:
@@ -407,10 +410,29 @@ out:
   ret i64 %seen
 }}
 """
+            text += f"""
+define void @lut_wait(ptr %counter, i64 %target) {{
+entry:
+  br label %poll
+poll:
+  %n = phi i64 [0, %entry], [%n1, %polled]
+  %c = load atomic i64, ptr %counter acquire, align 8
+  %ok = icmp sge i64 %c, %target
+  br i1 %ok, label %out, label %wait
+wait:
+  {pause}
+polled:
+  %n1 = add i64 %n, 1
+  br label %poll
+out:
+  ret void
+}}
+"""
             m = jit.JitModule(text)
             i64, vp = ctypes.c_int64, ctypes.c_void_p
             _native = (m.function("lut_worker", i64, vp, i64, i64),
-                       m.function("lut_post", None, vp, i64))
+                       m.function("lut_post", None, vp, i64),
+                       m.function("lut_wait", None, vp, i64))
     return _native
 
 
@@ -425,10 +447,18 @@ class _Worker:
         self._event = threading.Event()
         self._gen = 0
         self._sleeping = False
-        threading.Thread(target=self._loop, daemon=True, name="bittile-lut").start()
+        # kernels launched on these threads keep their tiles on the stack (as on the launch
+        # pool's threads, backends/llvm/launch.py)
+        with _stack_lock:
+            old = threading.stack_size()
+            threading.stack_size(WORKER_STACK_BYTES)
+            try:
+                threading.Thread(target=self._loop, daemon=True, name="bittile-lut").start()
+            finally:
+                threading.stack_size(old)
 
     def _loop(self):
-        run, _ = _worker_natives()
+        run = _worker_natives()[0]
         addr = self._job.ctypes.data
         seen = 0
         while True:

@@ -174,6 +174,31 @@ def test_zero_loop_step_is_a_launch_error():
         backend.run(kernel, data, 0)
 
 
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_an_error_in_any_thread_range_is_reported(threads, monkeypatch):
+    """Only the last block's loop has step 0: its range runs on a worker thread, whose status
+    must reach the launch; the launch after it (same workers) runs normally."""
+    from bittile.dsl.module import load_source
+
+    monkeypatch.setenv("BITTILE_NUM_THREADS", threads)
+    source = """
+    kernel k(out: i32[N]) grid(N) {
+        var n = 0
+        for i in range(0, 4, where(block_id(0) == N - 1, zero, 1)) {
+            n = n + 1
+        }
+        store(out, [block_id(0)], broadcast(n, [1]))
+    }
+    """
+    kernel = load_source(source.replace("zero", "0"), "steps.tile").k.specialize()
+    with pytest.raises(LaunchError, match="step is 0"):
+        backend.run(kernel, np.zeros(9, np.int32))
+    fine = load_source(source.replace("zero", "2"), "steps.tile").k.specialize()
+    out = np.zeros(9, np.int32)
+    backend.run(fine, out)
+    np.testing.assert_array_equal(out, [4] * 8 + [2])
+
+
 def test_written_non_contiguous_array_is_rejected():
     kernel = example("vector_add")
     x = np.zeros(64, np.float32)
