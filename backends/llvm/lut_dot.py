@@ -337,14 +337,40 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
         loops.range(b, const(0), const(rn), lambda n: loops.range(
             b, const(0), const(ngroups), lambda gi: coefficients(gi, n), name="g"), name="n")
 
-        def transpose(gi, n):
-            src = b.add(b.mul(n, const(ngroups)), gi)
-            dst = b.add(b.mul(gi, const(rn)), n)
-            for t, final in zip(staged, (alpha, beta)):
-                b.store(b.load(f32_slot(t, src), typ=F32), f32_slot(final, dst))
+        def transpose_block(src, dst, gb, nb, lanes):
+            """dst[g][n] = src[n][g] for the lanes x lanes block at (gb, nb)."""
+            vec = ir.VectorType(F32, lanes)
+            rows = []
+            for i in range(lanes):  # rows n of src, columns g
+                at = b.add(b.mul(b.add(b.mul(nb, const(lanes)), const(i)), const(ngroups)),
+                           b.mul(gb, const(lanes)))
+                rows.append(b.load(b.bitcast(f32_slot(src, at), vec.as_pointer()), typ=vec,
+                                   align=4))
+            rows = transposed_vectors(b, rows, lanes)
+            for i in range(lanes):  # rows g of dst, columns n
+                at = b.add(b.mul(b.add(b.mul(gb, const(lanes)), const(i)), const(rn)),
+                           b.mul(nb, const(lanes)))
+                b.store(rows[i], b.bitcast(f32_slot(dst, at), vec.as_pointer()), align=4)
 
-        loops.range(b, const(0), const(ngroups), lambda gi: loops.range(
-            b, const(0), const(rn), lambda n: transpose(gi, n), name="n"), name="g")
+        lanes = max(4, cg.vector_bits // 32)
+        if ngroups % lanes == 0 and rn % lanes == 0:
+            # lanes x lanes blocks transposed in registers (LLVM would gather element by
+            # element from a scalar loop)
+            for t, final in zip(staged, (alpha, beta)):
+                loops.range(b, const(0), const(ngroups // lanes), lambda gb, t=t, final=final:
+                            loops.range(b, const(0), const(rn // lanes),
+                                        lambda nb: transpose_block(t, final, gb, nb, lanes),
+                                        name="nb"), name="gb")
+        else:
+            def transpose(gi, n):
+                src = b.add(b.mul(n, const(ngroups)), gi)
+                dst = b.add(b.mul(gi, const(rn)), n)
+                for t, final in zip(staged, (alpha, beta)):
+                    b.store(b.load(f32_slot(t, src), typ=F32), f32_slot(final, dst))
+
+            loops.range(b, const(0), const(ngroups), lambda gi: loops.range(
+                b, const(0), const(rn), lambda n: transpose(gi, n), name="n"), name="g")
+
     else:
         loops.range(b, const(0), const(ngroups), lambda gi: loops.range(
             b, const(0), const(rn), lambda n: coefficients(gi, n), name="n"), name="g")
@@ -399,6 +425,32 @@ def emit_lut_dot(cg, plan: LutDot, spec) -> None:
         b, const(0), const(rn), lambda n: result(mi, n), name="n"), name="m")
     cg.bind(op.out, out)
     assert PTR is not None
+
+
+def transposed_vectors(b, rows: list, lanes: int) -> list:
+    """The transpose of the ``lanes`` x ``lanes`` matrix whose rows are the vectors ``rows``:
+    for each bit d of the index, element (i, j) with bit d of i clear and set in j trades places
+    with (i + d, j - d); swapping every bit of the row index with the column's is the
+    transpose. Each step is two two-source shuffles per pair of rows."""
+    from llvmlite import ir
+
+    rows = list(rows)
+    d = lanes // 2
+    while d:
+        for i in range(lanes):
+            if i & d:
+                continue
+            lo, hi = rows[i], rows[i + d]
+            # new lo: lo where bit d of j is clear, else hi[j - d]; new hi: lo[j + d] where
+            # clear, else hi (indices into the concatenation lo ++ hi)
+            mask_lo = [j if not j & d else lanes + j - d for j in range(lanes)]
+            mask_hi = [j + d if not j & d else lanes + j for j in range(lanes)]
+            i32 = ir.IntType(32)
+            rows[i] = b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, lanes), mask_lo))
+            rows[i + d] = b.shuffle_vector(lo, hi,
+                                           ir.Constant(ir.VectorType(i32, lanes), mask_hi))
+        d //= 2
+    return rows
 
 
 def _tables_for(cg, plan: LutDot, spec, nbytes: int, inside, kt, build_tables):

@@ -141,3 +141,62 @@ def test_bench_command_runs_bittile_against_the_baselines(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert any(r["contender"] == "bittile_lut" and r["status"] == "ok"
                for r in results["results"])
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_register_transpose_of_coefficient_blocks(lanes):
+    """``transposed_vectors`` (the shuffle network that lays the scales out for the lookup
+    kernel) against numpy's transpose, compiled and run."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from bittile.backends.llvm import jit
+    from bittile.backends.llvm.lut_dot import transposed_vectors
+
+    f32, vec = ir.FloatType(), ir.VectorType(ir.FloatType(), lanes)
+    module = ir.Module(name="t")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * 2), "t")
+    b = ir.IRBuilder(fn.append_basic_block())
+    src, dst = fn.args
+
+    def row(ptr, i):
+        at = b.gep(ptr, [ir.Constant(ir.IntType(64), i * lanes)], source_etype=f32)
+        return b.bitcast(at, vec.as_pointer())
+
+    rows = [b.load(row(src, i), typ=vec, align=4) for i in range(lanes)]
+    for i, v in enumerate(transposed_vectors(b, rows, lanes)):
+        b.store(v, row(dst, i), align=4)
+    b.ret_void()
+    compiled = jit.JitModule(str(module))
+    run = compiled.function("t", None, ctypes.c_void_p, ctypes.c_void_p)
+    a = np.arange(lanes * lanes, dtype=np.float32).reshape(lanes, lanes)
+    out = np.zeros_like(a)
+    run(a.ctypes.data, out.ctypes.data)
+    np.testing.assert_array_equal(out, a.T)
+
+
+def test_linear_with_transposed_coefficient_blocks_is_exact(monkeypatch):
+    """A lookup dot whose coefficient tile is transposed in registers (K/G and BN multiples of
+    the vector lanes), with float tables, against float64 dequantize-then-matmul."""
+    from bittile import stdlib
+    from bittile.backends.llvm import lut_dot
+
+    calls = []
+    real = lut_dot.transposed_vectors
+    monkeypatch.setattr(lut_dot, "transposed_vectors",
+                        lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(3)
+    n, k, g = 96, 1024, 32
+    codes = rng.integers(0, 16, (n, k))
+    s = rng.random((n, k // g)).astype(np.float32) + 0.5
+    z = rng.integers(0, 16, (n, k // g)).astype(np.float32)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    y = np.zeros((1, n), np.float32)
+    with bittile.options(BITTILE_LUT_EXACT=True, BITTILE_DOT_LOWERING="lut",
+                         BITTILE_DISABLE_CACHE=True):
+        stdlib.kernels("gemm").linear(x, bittile.pack(codes, bittile.u4), s, z, y,
+                                      backend="llvm", W=bittile.u4, G=g, BM=1, BN=32, BK=k)
+    assert calls, "the register transpose was not used"
+    w = (codes - np.repeat(z, g, 1)) * np.repeat(s, g, 1)
+    np.testing.assert_allclose(y[0], w @ x[0].astype(np.float64), rtol=1e-4, atol=1e-3)
