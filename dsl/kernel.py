@@ -10,6 +10,7 @@ specializations already made.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,18 +64,35 @@ class TileKernel:
         fns = self._functions() if callable(self._functions) else self._functions
         return dict(fns)
 
-    @property
+    @functools.cached_property
     def const_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.ast.const_params)
 
-    @property
+    @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.ast.params)
+
+    @functools.cached_property
+    def _const_set(self) -> frozenset[str]:
+        return frozenset(self.const_names)
+
+    @functools.cached_property
+    def _dtype_sources(self) -> tuple[tuple[str, int, str], ...]:
+        """(dtype parameter, index of a tensor parameter declared with it, that parameter's
+        name), for every ``dtype`` compile-time parameter naming a tensor's dtype."""
+        kinds = {p.name: p.kind for p in self.ast.const_params}
+        out = []
+        for index, param in enumerate(self.ast.params):
+            type_expr = param.type
+            name = getattr(getattr(type_expr, "dtype", None), "id", None)
+            if kinds.get(name) == "dtype" and hasattr(type_expr, "shape"):
+                out.append((name, index, param.name))
+        return tuple(out)
 
     # ---- specialization ------------------------------------------------------------------
     def specialize(self, **const_args: Any) -> Kernel:
         """The IR of this kernel for the given compile-time values (defaults for the rest)."""
-        unknown = set(const_args) - set(self.const_names)
+        unknown = set(const_args) - self._const_set
         if unknown:
             raise TileTypeError(
                 f"kernel {self.name} has no compile-time parameter {sorted(unknown)[0]!r}",
@@ -100,7 +118,8 @@ class TileKernel:
 
     # ---- launching -----------------------------------------------------------------------
     def __call__(self, *args, backend: str | None = None, **kwargs) -> None:
-        const_args = {k: kwargs.pop(k) for k in list(kwargs) if k in self.const_names}
+        names = self._const_set
+        const_args = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         runtime_names = self.param_names
         if len(args) > len(runtime_names):
             extra = args[len(runtime_names):]
@@ -123,20 +142,18 @@ class TileKernel:
         and names a tensor parameter's dtype (``w: W[N, K]``) takes that argument's dtype."""
         from bittile.runtime.launch import dtype_of_array
 
-        wanted = {p.name for p in self.ast.const_params
-                  if p.kind == "dtype" and p.name not in const_args}
-        if not wanted:
-            return
-        given = dict(zip(self.param_names, args))
-        given.update((k, v) for k, v in kwargs.items() if k in self.param_names)
-        for param in self.ast.params:
-            type_expr = param.type
-            name = getattr(getattr(type_expr, "dtype", None), "id", None)
-            if name in wanted and param.name in given and hasattr(type_expr, "shape"):
-                dtype = dtype_of_array(given[param.name])
-                if dtype is not None:
-                    const_args[name] = dtype
-                    wanted.discard(name)
+        for name, index, param in self._dtype_sources:
+            if name in const_args:
+                continue
+            if index < len(args):
+                arg = args[index]
+            elif param in kwargs:
+                arg = kwargs[param]
+            else:
+                continue
+            dtype = dtype_of_array(arg)
+            if dtype is not None:
+                const_args[name] = dtype
 
     def __repr__(self) -> str:
         return f"<bittile kernel {self.name} at {self.ast.loc}>"

@@ -271,12 +271,25 @@ def dtype_of_array(arg) -> DType | None:
     dtype = getattr(arg, "dtype", None)
     if dtype is None or isinstance(dtype, DType):
         return dtype
+    try:
+        return _DTYPE_OF[dtype]
+    except (KeyError, TypeError):
+        pass
     name = _ARRAY_DTYPES.get(str(dtype).removeprefix("torch."))
-    if name is None:
-        return None
-    from bittile.ir.dtypes import dtype_from_name
+    found = None
+    if name is not None:
+        from bittile.ir.dtypes import dtype_from_name
 
-    return dtype_from_name(name)
+        found = dtype_from_name(name)
+    try:
+        _DTYPE_OF[dtype] = found
+    except TypeError:  # an unhashable dtype-like attribute
+        pass
+    return found
+
+
+#: numpy / torch dtype objects already looked up
+_DTYPE_OF: dict = {}
 
 
 def written_params(kernel: Kernel) -> set[str]:
