@@ -30,6 +30,7 @@ __all__ = ["CompiledKernel", "compile_kernel", "run", "llvm_ir", "repacked", "fo
 
 _WORKER_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_int64)
+_STACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)
 
 
 @dataclass
@@ -44,6 +45,8 @@ class CompiledKernel:
     repacked_params: dict = field(default_factory=dict)
     #: address of bittile_job (the entry point of the persistent worker threads)
     job: int | None = None
+    #: bittile_stack_bytes(ints): the stack one worker call needs, estimated
+    stack_bytes: object = None
 
     def __call__(self, *args, **kwargs) -> None:
         native = self.plan.bind(args, kwargs)
@@ -52,7 +55,7 @@ class CompiledKernel:
                                k_axis)
             native.pointers[index] = weights.ctypes.data
             native.keep.append(weights)
-        launch(self.worker, native, ERRORS, self.job)
+        launch(self.worker, native, ERRORS, self.job, self.stack_bytes)
 
     @functools.cached_property
     def plan(self):
@@ -145,7 +148,8 @@ def _compile(kernel: Kernel, cpu: jit.CpuLevel) -> CompiledKernel:
     worker = _WORKER_TYPE(module.address("bittile_worker"))
     lowered = built[0][0] if built else None
     return CompiledKernel(kernel, lowered, text, module, worker, time.perf_counter() - start,
-                          repacked_params, module.address("bittile_job"))
+                          repacked_params, module.address("bittile_job"),
+                          _STACK_TYPE(module.address("bittile_stack_bytes")))
 
 
 def _pack_artifact(obj: bytes, optimized: str, text: str, repacked_params: dict) -> bytes:

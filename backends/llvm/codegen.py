@@ -6,6 +6,7 @@ The module holds
 - ``i32 @bittile_worker(ptr tensors, ptr ints, i64 begin, i64 end)``: the blocks with linear ids
   in ``[begin, end)`` (row-major over the grid, the last axis fastest, as the interpreter runs
   them); a worker thread makes one call;
+- ``i64 @bittile_stack_bytes(ptr ints)``: an estimate of the stack one worker call needs;
 - ``void @bittile_job(ptr tensors, i64 begin, ptr ints, ptr status, ptr done, 4 x ptr, i64 end,
   i64)``: ``bittile_worker`` in the argument order of the persistent worker threads
   (``lut.py``'s ``_DRIVER_ARGS``); it stores the worker's status in ``*status`` and then adds
@@ -78,6 +79,7 @@ class KernelCodegen:
         self.lut_functions: dict = {}
         self._zero_globals: dict[int, ir.GlobalVariable] = {}
         self.scratch_regions: list = []
+        self.frame_bytes = 0  # the buffers of the block function (see bittile_stack_bytes)
         self.scalar_region_cache: dict = {}
         self.dims_slot: dict[int, int] = {}  # id(tensor param) -> index of its dims in ints
         self.module = ir.Module(name=kernel.name)
@@ -117,6 +119,7 @@ class KernelCodegen:
     # ---- buffers and loops -----------------------------------------------------------------
     def alloca(self, ty: ir.Type, count: int, name: str = "buf") -> ir.Value:
         """A stack array in the function's entry block (so loops reuse it)."""
+        self.frame_bytes += max(count, 1) * _type_bytes(ty) + 63
         with self.b.goto_block(self.entry):
             self.b.position_at_start(self.entry)
             ptr = self.b.alloca(ty, size=const(max(count, 1)), name=name)
@@ -166,6 +169,7 @@ class KernelCodegen:
         self._block_function()
         self._worker_function()
         self._job_function()
+        self._stack_function()
         return self.module
 
     def _block_function(self) -> None:
@@ -252,6 +256,18 @@ class KernelCodegen:
         b.ret(status)
         b.position_at_end(done)
         b.ret(const(0, I32))
+
+    def _stack_function(self) -> None:
+        """``i64 @bittile_stack_bytes(ptr ints)``: an estimate of the stack a worker call takes:
+        the block function's buffers, the per-thread scratch for these sizes, and a margin for
+        the rest (spills, the lookup kernels' frames)."""
+        fn = ir.Function(self.module, ir.FunctionType(I64, [PTR]), name="bittile_stack_bytes")
+        (ints_ptr,) = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        total = const(self.frame_bytes + STACK_MARGIN)
+        for count_fn, nbytes in self.scratch_regions:
+            total = b.add(total, b.mul(count_fn(b, ints_ptr), const(nbytes + 8)))
+        b.ret(total)
 
     def _job_function(self) -> None:
         fnty = ir.FunctionType(ir.VoidType(), [PTR, I64, PTR, PTR, PTR, PTR, PTR, PTR, PTR, I64,
@@ -370,6 +386,20 @@ def _use_info(kernel: Kernel) -> _UseInfo:
 
     walk(kernel.body, 0)
     return info
+
+
+#: bytes added to the sum of a kernel's buffers in ``bittile_stack_bytes``
+STACK_MARGIN = 256 << 10
+
+
+def _type_bytes(ty: ir.Type) -> int:
+    if isinstance(ty, ir.IntType):
+        return -(-ty.width // 8)
+    if isinstance(ty, ir.ArrayType):
+        return ty.count * _type_bytes(ty.element)
+    if isinstance(ty, ir.VectorType):
+        return ty.count * _type_bytes(ty.element)
+    return {"float": 4, "double": 8, "half": 2}.get(str(ty), 8)
 
 
 def generate(kernel: Kernel, lut_dots: dict | None = None,

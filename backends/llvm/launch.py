@@ -226,23 +226,32 @@ def _get_pool(n: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None = None) -> None:
+#: the stack a kernel may take on the calling thread (whose stack is the platform's default,
+#: often 8 MB, shared with Python); kernels that need more run only on worker threads
+CALLER_STACK_BYTES = 2 << 20
+
+
+def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None = None,
+           stack_bytes=None) -> None:
     """Run every block of the grid: ``worker(pointers, ints, begin, end)`` per thread.
 
-    With ``job`` (the address of the module's ``bittile_job``), the ranges but the first go to
-    persistent native worker threads (``lut.py``'s ``_Worker``: they poll for a while after a
-    call, so back-to-back launches start within microseconds), the calling thread runs the
-    first range, then waits natively for the others' completion count. Without it, a thread
-    pool runs them."""
+    With ``job`` (the address of the module's ``bittile_job``), ranges go to persistent native
+    worker threads (``lut.py``'s ``_Worker``: they poll for a while after a call, so
+    back-to-back launches start within microseconds; their stacks are 64 MB) and the calling
+    thread waits natively for their completion count. The calling thread runs a range itself
+    (the first) when ``stack_bytes(ints)``, the kernel's estimate of its stack, is at most
+    ``CALLER_STACK_BYTES``. Without ``job``, a thread pool runs the ranges."""
     total = math.prod(native.grid)
     if total == 0:
         return
     ints_ptr = native.ints.ctypes.data
     threads = min(num_threads(), total) if total > 1 else 1
-    if threads <= 1:
+    on_caller = stack_bytes is None or stack_bytes(ints_ptr) <= CALLER_STACK_BYTES
+    if threads <= 1 and (on_caller or job is None):
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
     elif job is not None:
-        statuses = _launch_on_workers(worker, job, native, ints_ptr, total, threads)
+        statuses = _launch_on_workers(worker if on_caller else None, job, native, ints_ptr,
+                                      total, threads)
     else:
         bounds = [total * i // threads for i in range(threads + 1)]
         pool = _get_pool(threads - 1)
@@ -258,6 +267,7 @@ def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None =
 
 def _launch_on_workers(worker, job: int, native: NativeArgs, ints_ptr: int, total: int,
                        threads: int) -> list[int]:
+    """The ranges on worker threads, the first on the calling thread if ``worker`` is given."""
     from bittile.backends.llvm.lut import _give_workers, _take_workers, _worker_natives
 
     bounds = [total * i // threads for i in range(threads + 1)]
@@ -265,17 +275,19 @@ def _launch_on_workers(worker, job: int, native: NativeArgs, ints_ptr: int, tota
     state = np.zeros(threads + 1, np.int64)
     base = state.ctypes.data
     tensors = ctypes.cast(native.pointers, ctypes.c_void_p).value
-    workers = _take_workers(threads - 1)
+    own = 1 if worker is not None else 0
+    workers = _take_workers(threads - own)
     posted = 0
     try:
-        for t, wk in enumerate(workers, start=1):
+        for t, wk in enumerate(workers, start=own):
             wk.start(job, (tensors, bounds[t], ints_ptr, base + 8 * t, base + 8 * threads,
                            0, 0, 0, 0, bounds[t + 1], 0))
             posted += 1
-        first = worker(native.pointers, ints_ptr, bounds[0], bounds[1])
+        if own:
+            state[0] = worker(native.pointers, ints_ptr, bounds[0], bounds[1])
     finally:
         # whatever happened here, the posted ranges run to their end before the workers are
         # given back (a worker takes one job at a time)
         _worker_natives()[2](base + 8 * threads, posted)
         _give_workers(workers)
-    return [first, *(int(v) for v in state[1:threads])]
+    return [int(v) for v in state[:threads]]

@@ -83,3 +83,37 @@ def test_prefetching_rows_stays_inside_the_tensor(side):
     out = np.zeros((1, 96), np.float32)
     backend.run(kernel, guarded(x.copy(), side), out)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+BIG = """
+kernel big[W: int](x: f32[R, W], out: f32[R, W]) grid(R) {
+    let t = load(x, [block_id(0), 0], [1, W])
+    store(out, [block_id(0), 0], t * t + 1.0)
+}
+"""
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_kernels_with_large_frames_run_on_the_worker_threads(rows, monkeypatch):
+    """A row of 1M floats is a 4 MB stack buffer: more than the calling thread may take
+    (launch.CALLER_STACK_BYTES), so every range, even a single one, runs on a 64 MB worker
+    stack; a small kernel's estimate stays below the limit."""
+    from bittile.backends.llvm import launch
+
+    width = 1 << 20
+    big = backend.compile_kernel(load_source(BIG, "big.tile").big.specialize(W=width))
+    x = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float32)
+    native = big.plan.bind((x, np.zeros_like(x)), {})
+    assert big.stack_bytes(native.ints.ctypes.data) > launch.CALLER_STACK_BYTES
+    small = backend.compile_kernel(load_source(BIG, "big.tile").big.specialize(W=64))
+    x64 = x[:, :64].copy()
+    assert small.stack_bytes(small.plan.bind((x64, np.zeros_like(x64)), {}).ints.ctypes.data) \
+        < launch.CALLER_STACK_BYTES
+    callers = []
+    real = launch._launch_on_workers
+    monkeypatch.setattr(launch, "_launch_on_workers",
+                        lambda worker, *a: callers.append(worker) or real(worker, *a))
+    out = np.zeros_like(x)
+    big(x, out)
+    assert callers == [None]  # no range ran on the calling thread
+    np.testing.assert_array_equal(out, x * x + np.float32(1))
