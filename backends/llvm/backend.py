@@ -55,13 +55,15 @@ class CompiledKernel:
                                k_axis)
             native.pointers[index] = weights.ctypes.data
             native.keep.append(weights)
-        launch(self.worker, native, ERRORS, self.job, self.stack_bytes)
+        launch(self.worker, native, ERRORS, self.job)
 
     @functools.cached_property
     def plan(self):
         from bittile.backends.llvm.launch import LaunchPlan
 
-        return LaunchPlan(self.kernel)
+        plan = LaunchPlan(self.kernel)
+        plan.stack_fn = self.stack_bytes
+        return plan
 
     def kernel_param(self, name: str):
         return next(p for p in self.kernel.params if p.name == name)

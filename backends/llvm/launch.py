@@ -54,6 +54,7 @@ class NativeArgs:
     grid: tuple[int, ...]
     keep: list
     given: dict  # parameter name -> the argument as passed
+    stack: int | None = None  # bittile_stack_bytes for these sizes, if known
 
 
 def _from_numpy(param: Param, array: np.ndarray, written: bool) -> _NativeTensor:
@@ -129,7 +130,9 @@ class LaunchPlan:
         self.int_scalars = {p.name for p in kernel.params
                             if isinstance(p.type, ScalarType) and p.type.dtype.is_int}
         self.grid = kernel.grid
-        self._solved: dict[tuple, tuple] = {}
+        self._solved: dict[tuple, list] = {}
+        #: the compiled kernel's bittile_stack_bytes, if any
+        self.stack_fn = None
 
     def _tensor(self, param: Param, arg) -> _NativeTensor:
         written = param.name in self.written
@@ -170,8 +173,8 @@ class LaunchPlan:
             head.extend(sizes[name] for name in self.size_symbols)
             if len(self._solved) >= 64:
                 self._solved.clear()
-            solved = self._solved[key] = (grid, head)
-        grid, head = solved
+            solved = self._solved[key] = [grid, head, None]
+        grid, head, stack = solved
         ints = list(head)
         pointers = [t.address for t in tensors.values()]
         for p, is_tensor in zip(self.params, self.is_tensor):
@@ -181,8 +184,12 @@ class LaunchPlan:
                 ints.append(value if dtype.is_int
                             else int(dtype.encode([value], saturate=False)[0]))
         ptr_array = (ctypes.c_void_p * max(1, len(pointers)))(*pointers)
-        return NativeArgs(ptr_array, np.array(ints or [0], dtype=np.int64), grid,
-                          [t.keep for t in tensors.values()], given)
+        ints_array = np.array(ints or [0], dtype=np.int64)
+        if stack is None and self.stack_fn is not None:
+            # the estimate reads sizes only (never a scalar's value): once per shapes
+            stack = solved[2] = self.stack_fn(ints_array.ctypes.data)
+        return NativeArgs(ptr_array, ints_array, grid, [t.keep for t in tensors.values()],
+                          given, stack)
 
     def _sizes(self, tensors: dict[str, _NativeTensor], int_scalars: dict) -> dict[str, int]:
         if not self.simple_shapes:
@@ -231,22 +238,21 @@ def _get_pool(n: int) -> ThreadPoolExecutor:
 CALLER_STACK_BYTES = 2 << 20
 
 
-def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None = None,
-           stack_bytes=None) -> None:
+def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None = None) -> None:
     """Run every block of the grid: ``worker(pointers, ints, begin, end)`` per thread.
 
     With ``job`` (the address of the module's ``bittile_job``), ranges go to persistent native
     worker threads (``lut.py``'s ``_Worker``: they poll for a while after a call, so
     back-to-back launches start within microseconds; their stacks are 64 MB) and the calling
     thread waits natively for their completion count. The calling thread runs a range itself
-    (the first) when ``stack_bytes(ints)``, the kernel's estimate of its stack, is at most
-    ``CALLER_STACK_BYTES``. Without ``job``, a thread pool runs the ranges."""
+    (the first) when ``native.stack``, the kernel's estimate of its stack, is unknown or at
+    most ``CALLER_STACK_BYTES``. Without ``job``, a thread pool runs the ranges."""
     total = math.prod(native.grid)
     if total == 0:
         return
     ints_ptr = native.ints.ctypes.data
     threads = min(num_threads(), total) if total > 1 else 1
-    on_caller = stack_bytes is None or stack_bytes(ints_ptr) <= CALLER_STACK_BYTES
+    on_caller = native.stack is None or native.stack <= CALLER_STACK_BYTES
     if threads <= 1 and (on_caller or job is None):
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
     elif job is not None:
