@@ -1,5 +1,6 @@
-"""Launching a compiled kernel: arguments to pointers and integers, and the grid split over a
-pool of threads, one native call per thread (ctypes releases the GIL during the call).
+"""Launching a compiled kernel: arguments to pointers and integers, and the grid split over
+threads, one native call per thread (the calling thread's through ctypes, which releases the
+GIL; the others from persistent native worker threads).
 
 Arguments are checked as for every backend (``runtime/launch.py``): dtypes, shapes against the
 kernel's symbolic shapes, writability. Tensors are passed without copies when they are
@@ -12,8 +13,6 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,57 +214,30 @@ def num_threads() -> int:
     return int(n) if n else (os.cpu_count() or 1)
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-_STACK_BYTES = 64 << 20  # tiles live on the stack of the worker threads
-
-
-def _get_pool(n: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < n:
-            old = threading.stack_size()
-            threading.stack_size(_STACK_BYTES)
-            try:
-                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="bittile")
-            finally:
-                threading.stack_size(old)
-        return _pool
-
-
 #: the stack a kernel may take on the calling thread (whose stack is the platform's default,
 #: often 8 MB, shared with Python); kernels that need more run only on worker threads
 CALLER_STACK_BYTES = 2 << 20
 
 
-def launch(worker, native: NativeArgs, errors: dict[int, str], job: int | None = None) -> None:
-    """Run every block of the grid: ``worker(pointers, ints, begin, end)`` per thread.
-
-    With ``job`` (the address of the module's ``bittile_job``), ranges go to persistent native
-    worker threads (``lut.py``'s ``_Worker``: they poll for a while after a call, so
-    back-to-back launches start within microseconds; their stacks are 64 MB) and the calling
-    thread waits natively for their completion count. The calling thread runs a range itself
-    (the first) when ``native.stack``, the kernel's estimate of its stack, is unknown or at
-    most ``CALLER_STACK_BYTES``. Without ``job``, a thread pool runs the ranges."""
+def launch(worker, native: NativeArgs, errors: dict[int, str], job: int) -> None:
+    """Run every block of the grid, one contiguous range of blocks per thread:
+    ``worker(pointers, ints, begin, end)`` on the calling thread, ``job`` (the address of the
+    module's ``bittile_job``) on persistent native worker threads (``lut.py``'s ``_Worker``:
+    they poll for a while after a call, so back-to-back launches start within microseconds;
+    their stacks are 64 MB), the calling thread then waiting natively for their completion
+    count. The calling thread runs a range itself (the first) when ``native.stack``, the
+    kernel's estimate of its stack, is unknown or at most ``CALLER_STACK_BYTES``."""
     total = math.prod(native.grid)
     if total == 0:
         return
     ints_ptr = native.ints.ctypes.data
     threads = min(num_threads(), total) if total > 1 else 1
     on_caller = native.stack is None or native.stack <= CALLER_STACK_BYTES
-    if threads <= 1 and (on_caller or job is None):
+    if threads <= 1 and on_caller:
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
-    elif job is not None:
+    else:
         statuses = _launch_on_workers(worker if on_caller else None, job, native, ints_ptr,
                                       total, threads)
-    else:
-        bounds = [total * i // threads for i in range(threads + 1)]
-        pool = _get_pool(threads - 1)
-        # the pool takes all ranges but the first, which the calling thread runs meanwhile
-        futures = [pool.submit(worker, native.pointers, ints_ptr, lo, hi)
-                   for lo, hi in zip(bounds[1:], bounds[2:])]
-        statuses = [worker(native.pointers, ints_ptr, bounds[0], bounds[1])]
-        statuses += [f.result() for f in futures]
     for status in statuses:
         if status:
             raise LaunchError(errors.get(status, f"the kernel failed with status {status}"))
