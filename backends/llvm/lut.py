@@ -158,6 +158,32 @@ def _yield_symbol() -> bool:
 _have_yield = None
 
 
+def _futex_syscall() -> int | None:
+    """The futex system call's number when JIT code may call ``syscall`` (Linux on x86-64 or
+    AArch64; registered with LLVM on first use), else None."""
+    global _futex
+    if _futex is None:
+        import platform
+        import sys
+
+        number = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+        addr = None
+        if sys.platform.startswith("linux") and number is not None:
+            try:
+                addr = ctypes.cast(ctypes.CDLL(None).syscall, ctypes.c_void_p).value
+            except (AttributeError, OSError, TypeError):
+                addr = None
+        if addr:
+            from bittile.backends.llvm import jit
+
+            jit.llvm().add_symbol("syscall", addr)
+        _futex = number if addr else 0
+    return _futex or None
+
+
+_futex = None
+
+
 def _is_x86() -> bool:
     from bittile.backends.llvm import jit
 
@@ -336,7 +362,11 @@ def _emit_driver(module: ir.Module, plan: Plan, name: str, ktiles: int, ntiles: 
 
 
 #: how long (TSC ticks) an idle worker polls for the next call before it sleeps
-SPIN_TICKS = 400_000
+#: how long (TSC ticks, or polls) a worker keeps polling for the next call before it sleeps.
+#: 0: a worker sleeps at once. On a 2-core machine any polling made torch work interleaved
+#: with bittile calls (the MiniLM example) 4-6x slower, while a native futex wake costs
+#: back-to-back GEMV launches little (benchmarks/gemv.py within its noise).
+SPIN_TICKS = 0
 #: the native driver's arguments (see ``_emit_driver``): ptr, i64, 7 x ptr, i64, i64
 _DRIVER_ARGS = ("ptr", "i64") + ("ptr",) * 7 + ("i64", "i64")
 
@@ -349,9 +379,11 @@ WORKER_STACK_BYTES = 64 << 20
 def _worker_natives():
     """``i64 lut_worker(i64* job, i64 seen, i64 ticks)``: while ``job[0]`` (the generation) is
     posted within ``ticks`` TSC ticks (or polls) of the last job, calls the driver ``job[1]`` on
-    the arguments ``job[2:13]``; returns the last generation seen. ``void lut_post(i64* job,
-    i64 gen)``: publishes a job (a release store). ``void lut_wait(i64* counter, i64 target)``:
-    polls (pausing, and yielding the CPU now and then) until ``*counter >= target``."""
+    the arguments ``job[2:13]``; then, where the futex system call is available, sleeps on it
+    until the next post and never returns, else returns the last generation seen.
+    ``void lut_post(i64* job, i64 gen)``: publishes a job (and wakes a sleeping worker).
+    ``void lut_wait(i64* counter, i64 target)``: polls (pausing, and yielding the CPU now and
+    then) until ``*counter >= target``."""
     global _native
     with _native_lock:
         if _native is None:
@@ -370,19 +402,53 @@ def _worker_natives():
                              f"  %a{i} = load {ty}, ptr %q{i}, align 8")
                 params.append(f"{ty} %a{i}")
             loads = "\n  ".join(loads)
+            futex = _futex_syscall()
+            if futex is None:  # back to Python, which sleeps on an event (see _Worker)
+                wake, sleep, decl = "", "ret i64 %seen", ""
+            else:
+                # job[15] says the worker sleeps (or is about to) on the futex of job[0]'s
+                # low word; both sides use sequentially consistent accesses, so either the
+                # poster sees the flag and wakes it, or the worker sees the new generation
+                # (and the kernel's compare-and-sleep closes the gap between)
+                wake = (f"%fl = getelementptr i64, ptr %job, i64 15\n"
+                        f"  %sl = load atomic i64, ptr %fl seq_cst, align 8\n"
+                        f"  %sleeps = icmp ne i64 %sl, 0\n"
+                        f"  br i1 %sleeps, label %dowake, label %done\n"
+                        f"dowake:\n"
+                        f"  %wr = call i64 (i64, ...) @syscall(i64 {futex}, ptr %job, "
+                        f"i32 129, i32 1)\n"
+                        f"  br label %done\n"
+                        f"done:")
+                sleep = (f"%sf = getelementptr i64, ptr %job, i64 15\n"
+                         f"  store atomic i64 1, ptr %sf seq_cst, align 8\n"
+                         f"  %g2 = load atomic i64, ptr %job seq_cst, align 8\n"
+                         f"  %idle2 = icmp eq i64 %g2, %seen\n"
+                         f"  br i1 %idle2, label %dosleep, label %woke\n"
+                         f"dosleep:\n"
+                         f"  %lo = trunc i64 %seen to i32\n"
+                         f"  %sr = call i64 (i64, ...) @syscall(i64 {futex}, ptr %job, "
+                         f"i32 128, i32 %lo, ptr null)\n"
+                         f"  br label %woke\n"
+                         f"woke:\n"
+                         f"  store atomic i64 0, ptr %sf seq_cst, align 8\n"
+                         f"  br label %idle")
+                decl = "declare i64 @syscall(i64, ...)"
+            woke_edge = "" if futex is None else ", [%seen, %woke]"
             text = f"""
+{decl}
 declare i64 @llvm.readcyclecounter()
 declare void @llvm.x86.sse2.pause()
 declare i32 @sched_yield()
 define void @lut_post(ptr %job, i64 %gen) nounwind {{
-  store atomic i64 %gen, ptr %job release, align 8
+  store atomic i64 %gen, ptr %job seq_cst, align 8
+  {wake}
   ret void
 }}
 define i64 @lut_worker(ptr %job, i64 %seen0, i64 %ticks) {{
 entry:
   br label %idle
 idle:
-  %seen = phi i64 [%seen0, %entry], [%g, %run]
+  %seen = phi i64 [%seen0, %entry], [%g, %run]{woke_edge}
   %t0 = call i64 @llvm.readcyclecounter()
   br label %poll
 poll:
@@ -407,7 +473,7 @@ run:
   call void %fn({", ".join(params)})
   br label %idle
 out:
-  ret i64 %seen
+  {sleep}
 }}
 """
             text += f"""
@@ -438,9 +504,10 @@ out:
 
 class _Worker:
     """A thread that runs native driver calls posted to it. It runs them from native code
-    (without the GIL): after a call it keeps polling for the next one for ``SPIN_TICKS``, so
-    back-to-back calls start within a microsecond; then it sleeps on an event. The caller
-    learns the end of a call from the driver itself (see ``_emit_driver``)."""
+    (without the GIL): after a call it polls for the next one for ``SPIN_TICKS``, then sleeps
+    on a futex in native code as well (Linux), so that waking it never waits for the GIL;
+    elsewhere it returns to Python and sleeps on an event. The caller learns the end of a call
+    from the driver itself (see ``_emit_driver``) or from a counter the job increments."""
 
     def __init__(self):
         self._job = np.zeros(16, np.int64)

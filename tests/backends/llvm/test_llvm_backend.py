@@ -347,3 +347,32 @@ def test_a_rank_one_tile_reduces_to_a_scalar():
     out = np.zeros(4, np.int32)
     backend.run(kernel, lens, out)
     np.testing.assert_array_equal(out, lens * (lens - 1) // 2)
+
+
+def test_workers_sleeping_between_launches_wake_for_every_launch(monkeypatch):
+    """Workers sleep (a futex in native code on Linux) as soon as a launch ends: launches right
+    after one another and after pauses (the worker asleep) all complete, with right results.
+    A lost wake-up would hang; the launches run on a thread joined with a timeout."""
+    import threading
+    import time
+
+    monkeypatch.setenv("BITTILE_NUM_THREADS", "2")
+    kernel = example("vector_add", BLOCK=16)
+    compiled = backend.compile_kernel(kernel)
+    rng = np.random.default_rng(9)
+    failures = []
+
+    def launches():
+        for i in range(300):
+            args = example_args("vector_add", 16 * (i % 7 + 2), rng)
+            compiled(args["x"], args["y"], args["z"])
+            if not np.array_equal(args["z"], args["x"] + args["y"]):
+                failures.append(i)
+            if i % 50 == 0:
+                time.sleep(0.01)
+
+    runner = threading.Thread(target=launches, daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "a launch never finished (a worker was not woken)"
+    assert failures == []
