@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,16 @@ class LaunchPlan:
                             if isinstance(p.type, ScalarType) and p.type.dtype.is_int}
         self.grid = kernel.grid
         self._solved: dict[tuple, list] = {}
+        #: the integer scalars that shape expressions or the grid use (the rest never change
+        #: the sizes, the grid or the stack estimate)
+        used: set[str] = set()
+        for dim in kernel.grid:
+            used |= _symbols(dim)
+        for p in kernel.params:
+            if isinstance(p.type, TensorType):
+                for d in p.type.shape:
+                    used |= _symbols(d)
+        self.shape_scalars = tuple(sorted(used & self.int_scalars))
         #: the compiled kernel's bittile_stack_bytes, if any
         self.stack_fn = None
 
@@ -160,7 +171,8 @@ class LaunchPlan:
         # the sizes, grid and shape integers depend only on the shapes and integer scalars:
         # solved once per combination (a launch with the same shapes skips the checks, which
         # passed for them before)
-        key = (tuple(t.shape for t in tensors.values()), tuple(int_scalars.items()),
+        key = (tuple(t.shape for t in tensors.values()),
+               tuple(int_scalars[name] for name in self.shape_scalars),
                tuple(t.size for t in tensors.values()))
         solved = self._solved.get(key)
         if solved is None:
@@ -204,6 +216,10 @@ class LaunchPlan:
         return sizes
 
 
+def _symbols(dim) -> frozenset[str]:
+    return dim.symbols() if hasattr(dim, "symbols") else frozenset()
+
+
 def bind_native(kernel: Kernel, args: tuple, kwargs: dict) -> NativeArgs:
     """Check the arguments of a launch of ``kernel`` (see :class:`LaunchPlan`)."""
     return LaunchPlan(kernel).bind(args, kwargs)
@@ -214,25 +230,56 @@ def num_threads() -> int:
     return int(n) if n else (os.cpu_count() or 1)
 
 
-#: the stack a kernel may take on the calling thread (whose stack is the platform's default,
-#: often 8 MB, shared with Python); kernels that need more run only on worker threads
+#: the most stack a kernel may take on the calling thread, and at most a quarter of that
+#: thread's own stack (the rest is Python's); kernels that need more run on worker threads
 CALLER_STACK_BYTES = 2 << 20
+
+_caller = threading.local()
+
+
+def caller_stack_limit() -> int:
+    """How much stack a kernel may use on the current thread: ``CALLER_STACK_BYTES``, or a
+    quarter of the thread's stack if that is less, or 0 where its size cannot be read."""
+    limit = getattr(_caller, "limit", None)
+    if limit is None:
+        limit = _caller.limit = min(CALLER_STACK_BYTES, _thread_stack_bytes() // 4)
+    return limit
+
+
+def _thread_stack_bytes() -> int:
+    """The current thread's stack size (``pthread_getattr_np``; glibc), or 0."""
+    try:
+        libc = ctypes.CDLL(None)
+        self_id = libc.pthread_self
+        self_id.restype = ctypes.c_ulong
+        attr = ctypes.create_string_buffer(256)  # larger than any pthread_attr_t
+        if libc.pthread_getattr_np(ctypes.c_ulong(self_id()), attr) != 0:
+            return 0
+        try:
+            addr, size = ctypes.c_void_p(), ctypes.c_size_t()
+            if libc.pthread_attr_getstack(attr, ctypes.byref(addr), ctypes.byref(size)) != 0:
+                return 0
+            return size.value
+        finally:
+            libc.pthread_attr_destroy(attr)
+    except (AttributeError, OSError):
+        return 0
 
 
 def launch(worker, native: NativeArgs, errors: dict[int, str], job: int) -> None:
     """Run every block of the grid, one contiguous range of blocks per thread:
     ``worker(pointers, ints, begin, end)`` on the calling thread, ``job`` (the address of the
-    module's ``bittile_job``) on persistent native worker threads (``lut.py``'s ``_Worker``:
-    they poll for a while after a call, so back-to-back launches start within microseconds;
-    their stacks are 64 MB), the calling thread then waiting natively for their completion
-    count. The calling thread runs a range itself (the first) when ``native.stack``, the
-    kernel's estimate of its stack, is unknown or at most ``CALLER_STACK_BYTES``."""
+    module's ``bittile_job``) on persistent native worker threads (``lut.py``'s ``_Worker``,
+    which sleep on a futex between launches; their stacks are 64 MB), the calling thread then
+    waiting natively for their completion count. The calling thread runs a range itself (the
+    first) when ``native.stack``, the kernel's estimate of its stack, is at most
+    :func:`caller_stack_limit`."""
     total = math.prod(native.grid)
     if total == 0:
         return
     ints_ptr = native.ints.ctypes.data
     threads = min(num_threads(), total) if total > 1 else 1
-    on_caller = native.stack is None or native.stack <= CALLER_STACK_BYTES
+    on_caller = native.stack is not None and native.stack <= caller_stack_limit()
     if threads <= 1 and on_caller:
         statuses = [worker(native.pointers, ints_ptr, 0, total)]
     else:
@@ -255,17 +302,18 @@ def _launch_on_workers(worker, job: int, native: NativeArgs, ints_ptr: int, tota
     tensors = ctypes.cast(native.pointers, ctypes.c_void_p).value
     own = 1 if worker is not None else 0
     workers = _take_workers(threads - own)
-    posted = 0
+    generations = [int(wk._job[0]) for wk in workers]
     try:
         for t, wk in enumerate(workers, start=own):
             wk.start(job, (tensors, bounds[t], ints_ptr, base + 8 * t, base + 8 * threads,
                            0, 0, 0, 0, bounds[t + 1], 0))
-            posted += 1
         if own:
             state[0] = worker(native.pointers, ints_ptr, bounds[0], bounds[1])
     finally:
-        # whatever happened here, the posted ranges run to their end before the workers are
-        # given back (a worker takes one job at a time)
+        # whatever happened here (an interrupt included), the ranges that were posted (the
+        # native post moved a worker's generation) run to their end before the buffers they
+        # write to are freed and the workers are given back (a worker takes one job at a time)
+        posted = sum(int(wk._job[0]) != g for wk, g in zip(workers, generations))
         _worker_natives()[2](base + 8 * threads, posted)
         _give_workers(workers)
     return [int(v) for v in state[:threads]]

@@ -361,7 +361,6 @@ def _emit_driver(module: ir.Module, plan: Plan, name: str, ktiles: int, ntiles: 
     return rows
 
 
-#: how long (TSC ticks) an idle worker polls for the next call before it sleeps
 #: how long (TSC ticks, or polls) a worker keeps polling for the next call before it sleeps.
 #: 0: a worker sleeps at once. On a 2-core machine any polling made torch work interleaved
 #: with bittile calls (the MiniLM example) 4-6x slower, while a native futex wake costs
@@ -548,6 +547,18 @@ class _Worker:
 
 _pool_lock = threading.Lock()
 _workers: list[_Worker] = []
+
+
+def _forget_workers_after_fork() -> None:
+    """A forked child has none of the parent's threads: its idle-worker list must not hand out
+    workers that no longer run (a launch would wait for them forever)."""
+    global _pool_lock
+    _workers.clear()
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
 
 
 def _num_threads() -> int:

@@ -5,6 +5,7 @@ errors. Integer and packed results must be bit-exact; floats within the stated t
 from __future__ import annotations
 
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -376,3 +377,54 @@ def test_workers_sleeping_between_launches_wake_for_every_launch(monkeypatch):
     runner.join(timeout=60)
     assert not runner.is_alive(), "a launch never finished (a worker was not woken)"
     assert failures == []
+
+
+def _run_script(code: str) -> subprocess.CompletedProcess:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=str(EXAMPLES.parent.parent))
+
+
+LAUNCH_SCRIPT = """
+import os, sys, threading, numpy as np
+os.environ["BITTILE_NUM_THREADS"] = "2"
+import bittile
+from bittile.backends.llvm import backend
+kernel = bittile.load_module({path!r}).vector_add.specialize(BLOCK={block})
+def launch():
+    x = np.arange({n}, dtype=np.float32); z = np.zeros_like(x)
+    backend.run(kernel, x, x, z)
+    assert np.array_equal(z, 2 * x)
+"""
+
+
+def test_a_forked_child_launches_on_its_own_workers():
+    """The parent's worker threads do not exist in a forked child: the child must start its
+    own instead of posting to them and waiting forever."""
+    code = LAUNCH_SCRIPT.format(path=str(EXAMPLES / "vector_add.tile"), block=16, n=1000) + """
+launch()
+pid = os.fork()
+if pid == 0:
+    launch()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+    out = _run_script(code)
+    assert out.stdout.strip() == "child 0", out.stderr
+
+
+def test_a_thread_with_a_small_stack_leaves_big_kernels_to_the_workers():
+    """A kernel whose estimate exceeds a quarter of the launching thread's stack (512 KB here)
+    runs its ranges on the workers' 64 MB stacks instead of crashing the caller."""
+    code = LAUNCH_SCRIPT.format(path=str(EXAMPLES / "vector_add.tile"), block=65536,
+                                n=3 * 65536) + """
+threading.stack_size(512 << 10)
+t = threading.Thread(target=launch); t.start(); t.join()
+from bittile.backends.llvm.launch import caller_stack_limit
+print("ok", caller_stack_limit())
+"""
+    out = _run_script(code)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr
