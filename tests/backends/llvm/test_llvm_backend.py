@@ -428,3 +428,21 @@ print("ok", caller_stack_limit())
 """
     out = _run_script(code)
     assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr
+
+
+def test_workers_without_the_futex_sleep_in_python():
+    """Where the futex system call is not available the workers return to Python between
+    launches and sleep on an event: the same launches (with pauses) must complete."""
+    code = LAUNCH_SCRIPT.format(path=str(EXAMPLES / "vector_add.tile"), block=16, n=1000) + """
+import time
+from bittile.backends.llvm import lut
+lut._futex = 0  # as on a platform without it (read when the worker code is first built)
+assert lut._futex_syscall() is None
+for i in range(100):
+    launch()
+    if i % 20 == 0:
+        time.sleep(0.01)
+print("ok")
+"""
+    out = _run_script(code)
+    assert out.stdout.strip() == "ok", out.stderr
