@@ -83,6 +83,17 @@ def main() -> int:
         path = RESULTS / f"{name}.json"
         if path.exists():
             sections += table_section(name, title, json.loads(path.read_text()))
+    launch = RESULTS / "launch.json"
+    if launch.exists():
+        data = json.loads(launch.read_text())
+        sections += ["", "## Launch overhead", "",
+                     "`python benchmarks/launch.py`: a warm call of the 64-element vector add on "
+                     "the llvm backend, median per call.", "",
+                     "| call | us |", "|---|---|",
+                     f"| a bare ctypes call of a native no-op | {data['ctypes_noop_us']:.2f} |",
+                     f"| the compiled kernel | {data['compiled_kernel_us']:.1f} |",
+                     f"| the kernel object (specialization lookup, then the same) | "
+                     f"{data['tile_kernel_us']:.1f} |"]
     DOC.write_text("\n".join(sections) + "\n")
     print(f"wrote {DOC}")
     return 0
