@@ -159,6 +159,29 @@ def _kernels():
     return kernels("kvcache")
 
 
+def checked_kv(k, v, dims: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` and ``v`` for ``append``: f32 numpy ``[B, Hkv, T, D]`` of one shape, with the
+    cache's ``(B, Hkv, D)`` (``dims``; None before the first append), finite."""
+    k, v = as_f32_numpy(k, "k"), as_f32_numpy(v, "v")
+    if k.ndim != 4 or k.shape != v.shape:
+        raise LaunchError(f"k and v must be [B, Hkv, T, D] of one shape, got "
+                          f"{list(k.shape)} and {list(v.shape)}")
+    if dims is not None and (k.shape[0], k.shape[1], k.shape[3]) != dims:
+        raise LaunchError(f"k and v must be [B, Hkv, T, D] = [{dims[0]}, {dims[1]}, T, "
+                          f"{dims[2]}] like the cache, got {list(k.shape)}")
+    if not (np.isfinite(k).all() and np.isfinite(v).all()):
+        raise LaunchError("k and v must hold finite values")
+    return k, v
+
+
+def carried_over(arrays: dict, old: dict | None) -> dict:
+    """``arrays`` (a cache's grown block arrays, blocks along axis 2) with the blocks of
+    ``old`` copied to their start."""
+    for name, a in (old or {}).items():
+        arrays[name][:, :, :a.shape[2]] = a
+    return arrays
+
+
 class ResidualWindow:
     """The most recent tokens of a cache in f32, ``k`` and ``v`` ``[B, Hkv, capacity, D]``;
     ``push`` with ``keep + group - 1 <= capacity`` never holds more."""
@@ -360,26 +383,15 @@ class KIVICache:
             "vs": np.zeros((b, hkv, blocks * nv, bn), np.float32),
             "vm": np.zeros((b, hkv, blocks * nv, bn), np.float32),
         }
-        if self._blocks:
-            for name, old in self._arrays.items():
-                arrays[name][:, :, :old.shape[2]] = old
-        self._arrays, self._blocks = arrays, blocks
+        self._arrays = carried_over(arrays, self._arrays if self._blocks else None)
+        self._blocks = blocks
 
     # ---- appending -----------------------------------------------------------------------
     def append(self, k, v) -> None:
         """Add ``T`` tokens: ``k`` and ``v`` are ``[B, Hkv, T, D]``."""
-        k, v = as_f32_numpy(k, "k"), as_f32_numpy(v, "v")
-        if k.ndim != 4 or k.shape != v.shape:
-            raise LaunchError(f"k and v must be [B, Hkv, T, D] of one shape, got "
-                              f"{list(k.shape)} and {list(v.shape)}")
+        k, v = checked_kv(k, v, None if self._window is None else self.dims)
         if self._window is None:
             self._start(k.shape[0], k.shape[1], k.shape[3])
-        elif (k.shape[0], k.shape[1], k.shape[3]) != self.dims:
-            raise LaunchError(f"k and v must be [B, Hkv, T, D] = [{self.dims[0]}, "
-                              f"{self.dims[1]}, T, {self.dims[2]}] like the cache, got "
-                              f"{list(k.shape)}")
-        if not (np.isfinite(k).all() and np.isfinite(v).all()):
-            raise LaunchError("k and v must hold finite values")
         moved_k, moved_v = self._window.push(k, v, self.residual_length, self.group_size)
         if moved_k.shape[2]:
             self._quantize(moved_k, moved_v)

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from bittile.errors import LaunchError
-from bittile.stdlib.kivi import DecodeStep, ResidualWindow, _kernels, as_f32_numpy, quantized_splits
+from bittile.stdlib.kivi import (
+    DecodeStep,
+    ResidualWindow,
+    _kernels,
+    as_f32_numpy,
+    carried_over,
+    checked_kv,
+    quantized_splits,
+)
 
 __all__ = ["PQCodebook", "PQCache"]
 
@@ -213,25 +221,14 @@ class PQCache:
             "kc": np.zeros((b, hkv, blocks, self.key_codebook.subspaces, PQ_BLOCK), np.uint8),
             "vc": np.zeros((b, hkv, blocks, self.value_codebook.subspaces, PQ_BLOCK), np.uint8),
         }
-        if self._blocks:
-            for name, old in self._arrays.items():
-                arrays[name][:, :, :old.shape[2]] = old
-        self._arrays, self._blocks = arrays, blocks
+        self._arrays = carried_over(arrays, self._arrays if self._blocks else None)
+        self._blocks = blocks
 
     def append(self, k, v) -> None:
         """Add ``T`` tokens: ``k`` and ``v`` are ``[B, Hkv, T, D]``."""
-        k, v = as_f32_numpy(k, "k"), as_f32_numpy(v, "v")
-        if k.ndim != 4 or k.shape != v.shape:
-            raise LaunchError(f"k and v must be [B, Hkv, T, D] of one shape, got "
-                              f"{list(k.shape)} and {list(v.shape)}")
+        k, v = checked_kv(k, v, None if self._window is None else self.dims)
         if self._window is None:
             self._start(k.shape[0], k.shape[1], k.shape[3])
-        elif (k.shape[0], k.shape[1], k.shape[3]) != self.dims:
-            raise LaunchError(f"k and v must be [B, Hkv, T, D] = [{self.dims[0]}, "
-                              f"{self.dims[1]}, T, {self.dims[2]}] like the cache, got "
-                              f"{list(k.shape)}")
-        if not (np.isfinite(k).all() and np.isfinite(v).all()):
-            raise LaunchError("k and v must hold finite values")
         moved_k, moved_v = self._window.push(k, v, self.residual_length, 1)
         if moved_k.shape[2]:
             self._store(moved_k, moved_v)
