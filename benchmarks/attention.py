@@ -484,34 +484,24 @@ def write_plot(results: dict, path: str | Path) -> Path | None:
                  f"{m['threads']['torch_threads']}, {results['bandwidth']['gbps']:.1f} GB/s "
                  "copy", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
 
 
-def _parse_list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in _parse_list(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python benchmarks/attention.py",
                                      description="bittile's attention kernels against torch SDPA")
-    parser.add_argument("--dtypes", type=_parse_list,
+    parser.add_argument("--dtypes", type=common.parse_list,
                         help="float32, bfloat16, float16 (default: all three)")
-    parser.add_argument("--prefill-lengths", type=_parse_ints, help="default 2048")
-    parser.add_argument("--contexts", type=_parse_ints, help="decode contexts (default "
+    parser.add_argument("--prefill-lengths", type=common.parse_ints, help="default 2048")
+    parser.add_argument("--contexts", type=common.parse_ints, help="decode contexts (default "
                         "4096,32768)")
-    parser.add_argument("--contenders", type=_parse_list,
+    parser.add_argument("--contenders", type=common.parse_list,
                         help=f"run only these, comma-separated ({', '.join(CONTENDERS)})")
     parser.add_argument("--repeats", type=int, help="timed calls per case, at least")
     parser.add_argument("--warmup", type=int, help="untimed calls first")

@@ -464,6 +464,26 @@ def import_pyplot():
     return plt
 
 
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder) at the benchmarks' resolution, close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """``"a, b,c"`` -> ``("a", "b", "c")`` (command-line lists)."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in parse_list(text))
+
+
 MATPLOTLIB_MISSING = (
     "matplotlib is not installed, so no PNG plot was written "
     "(pip install matplotlib, or add it to the project's extras)"

@@ -1013,11 +1013,7 @@ def write_plot(results: dict, path: str | Path) -> Path | None:
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 4), 1, 0.97))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1034,12 +1030,6 @@ def _parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(shapes)
 
 
-def _parse_list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in _parse_list(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1056,13 +1046,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bits",
-        type=_parse_list,
+        type=common.parse_list,
         help="weight formats, comma-separated (default: "
         + ",".join(DEFAULT_WEIGHTS)
         + "); a bare number means u<bits>",
     )
     parser.add_argument(
-        "--m", type=_parse_ints, help="activation rows M, comma-separated (default: 1,32)"
+        "--m", type=common.parse_ints, help="activation rows M, comma-separated (default: 1,32)"
     )
     parser.add_argument("--repeats", type=int, help="timed calls per case, at least (default 30)")
     parser.add_argument("--warmup", type=int, help="untimed calls first (default 3)")
@@ -1087,7 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: usable cores)")
     parser.add_argument(
-        "--contenders", type=_parse_list, help="run only these contenders, comma-separated"
+        "--contenders", type=common.parse_list, help="run only these contenders, comma-separated"
     )
     parser.add_argument(
         "--plugin",

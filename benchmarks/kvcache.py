@@ -267,21 +267,14 @@ def write_plot(results: dict, path: str | Path) -> Path | None:
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(",") if p.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python benchmarks/kvcache.py",
                                      description="KIVI decode attention against torch SDPA")
-    parser.add_argument("--contexts", type=_parse_ints, help="default 4096,32768")
+    parser.add_argument("--contexts", type=common.parse_ints, help="default 4096,32768")
     parser.add_argument("--contenders", type=lambda s: tuple(s.split(",")),
                         help=f"{', '.join(KIVI_CONTENDERS)} (default: all); the baseline "
                         "always runs")
