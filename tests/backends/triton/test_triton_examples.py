@@ -13,38 +13,20 @@ import pytest
 
 import bittile
 from bittile.backends.triton import aot, backend
-from bittile.dsl.module import load_module
 from bittile.passes.manager import run_pipeline
 from bittile.testing.checkers import assert_backends_agree
+from bittile.testing.examples import example_arguments, example_kernel
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "examples"
 NAMES = sorted(p.stem for p in EXAMPLES.glob("*.tile"))
 
 
 def example(name: str, **consts):
-    module = load_module(str(EXAMPLES / f"{name}.tile"))
-    return module.kernels[name].specialize(**consts)
+    return example_kernel(name, **consts)
 
 
 def example_args(name: str, size: int, rng):
-    if name == "vector_add":
-        x, y = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
-        return {"x": x, "y": y, "z": np.zeros(size, np.float32)}
-    if name == "softmax":
-        return {"x": rng.standard_normal((size % 7 + 3, size)).astype(np.float32),
-                "y": np.zeros((size % 7 + 3, size), np.float32)}
-    if name == "matmul":
-        m, k, n = size, size % 13 + 5, size % 11 + 3
-        return {"a": rng.standard_normal((m, k)).astype(np.float32),
-                "b": rng.standard_normal((k, n)).astype(np.float32),
-                "c": np.zeros((m, n), np.float32)}
-    if name == "gemv_u4":
-        n, k = size, 96
-        return {"w": bittile.pack(rng.integers(0, 16, (n, k)), bittile.u4),
-                "s": rng.random((n, k // 32)).astype(np.float32),
-                "x": rng.standard_normal(k).astype(np.float32),
-                "y": np.zeros(n, np.float32)}
-    raise KeyError(f"no arguments for example {name}: add them here")
+    return example_arguments(name, size, rng, gemv_k=96)
 
 
 # softmax.tile handles rows of at most COLS=128 elements by design
